@@ -1,0 +1,1 @@
+"""The services that get deployed: everything that goes into the image."""

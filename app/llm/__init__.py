@@ -1,0 +1,1 @@
+"""Transformers chat service with a swappable model (built in the LLM-serving issue)."""

@@ -1,0 +1,59 @@
+"""The wine-quality HTTP service: ``uvicorn app.wine.api:app``.
+
+:func:`create_app` builds an independent app (its own settings, model and
+metrics registry), so tests and notebooks can create as many as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from app.wine.config import Settings
+from app.wine.errors import install_error_handlers
+from app.wine.guards import BodyGuard
+from app.wine.logs import configure_logging
+from app.wine.metrics import HTTP_LATENCY_BUCKETS, WineMetrics
+from app.wine.model import WineModel
+from app.wine.routers import model_card, predict, probes
+
+DESCRIPTION = """Predicts the sensory quality (0-10) of a Portuguese *vinho verde* from 11
+physicochemical measurements and its colour. Every field carries its unit and
+physical bounds; invalid input gets a 4xx whose `details` name the field and the reason."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    model = WineModel(settings.model_dir, threads=settings.inference_threads)
+    metrics = WineMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if model.load():
+            metrics.set_model(model.card)
+        yield
+
+    app = FastAPI(title="Wine quality", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.model, app.state.metrics = settings, model, metrics
+
+    app.include_router(probes.router)
+    app.include_router(model_card.router)
+    app.include_router(predict.build_router(settings.max_batch_size))
+    install_error_handlers(app, on_rejected=metrics.reject)
+
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    # Added last, so it is the outermost middleware and times everything, 413s and 415s included.
+    Instrumentator(
+        registry=metrics.registry,
+        excluded_handlers=["/metrics"],
+        should_instrument_requests_inprogress=True,
+        inprogress_labels=True,
+    ).instrument(app, latency_lowr_buckets=HTTP_LATENCY_BUCKETS).expose(app, include_in_schema=False)
+    return app
+
+
+app = create_app()
