@@ -22,5 +22,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        if name == "uvicorn.access" and not logger.propagate and not logger.handlers:
+            continue  # uvicorn --no-access-log turned it off; keep it off
         logger.handlers[:] = []
         logger.propagate = True

@@ -100,7 +100,8 @@ class WineMetrics:
         self, X: np.ndarray, colors: Sequence[str], qualities: np.ndarray, seconds: float, endpoint: str
     ) -> None:
         self.inference_seconds.labels(endpoint).observe(seconds)
-        for child, total in zip(self._feature_sums, X[:, : len(FEATURE_NAMES)].sum(axis=0, dtype=np.float64), strict=True):
+        sums = X[:, : len(FEATURE_NAMES)].sum(axis=0, dtype=np.float64)
+        for child, total in zip(self._feature_sums, sums, strict=True):
             child.inc(float(total))
         for color, quality in zip(colors, qualities.tolist(), strict=True):
             self._quality_by_color[color].observe(quality)

@@ -65,7 +65,8 @@ class WineModel:
             if card.get("model_sha256") and onnx_export.digest(payload) != card["model_sha256"]:
                 raise ValueError(f"{model_path} does not match the checksum in its model card")
             if card.get("inputs") != list(MODEL_INPUTS):
-                raise ValueError(f"the model expects inputs {card.get('inputs')}, the service sends {list(MODEL_INPUTS)}")
+                expected = card.get("inputs")
+                raise ValueError(f"the model expects inputs {expected}, the service sends {list(MODEL_INPUTS)}")
             session = onnx_export.session(payload, threads=self.threads)
         except FileNotFoundError as error:
             self.load_error = (

@@ -31,6 +31,9 @@ def to_onnx(model, n_features: int) -> bytes:
         )
     except Exception as error:  # skl2onnx raises bare RuntimeError/TypeError/ValueError for unsupported models
         raise ExportError(_root_cause(error)) from error
+    # skl2onnx names the graph with a random UUID; a fixed name makes the bytes, and so
+    # the content-addressed model version, reproducible for the same training run.
+    onnx_model.graph.name = "wine_quality"
     return onnx_model.SerializeToString()
 
 

@@ -1,0 +1,142 @@
+"""Child processes (services, Prometheus, Locust) that are stopped whatever happens.
+
+A notebook cell can fail between starting a service and stopping it, and a
+kernel can be killed. So every :class:`ManagedProcess` is stopped three ways:
+explicitly (``stop()`` or a ``with`` block), at interpreter exit (``atexit``),
+and, on Linux, by the kernel when its parent dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+
+class ProcessError(RuntimeError):
+    """A managed process failed to start or to become ready; the message carries its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.log_path = log_path or Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.log"
+        self._popen: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self) -> ManagedProcess:
+        if self.running:
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            )
+        atexit.register(self.stop)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Terminate, then kill if it ignores SIGTERM; safe to call twice. Returns the exit code."""
+        if self._popen is None:
+            return None
+        if self._popen.poll() is None:
+            self._popen.terminate()
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait(timeout)
+        atexit.unregister(self.stop)
+        return self._popen.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def wait_until(self, check: Callable[[], str | None], timeout: float, what: str) -> None:
+        """Poll ``check`` (None means done, a string says what is still missing) until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last = "not checked yet"
+        while time.monotonic() < deadline:
+            if not self.running:
+                code = self._popen.returncode if self._popen else None
+                raise ProcessError(f"{self.name} exited with code {code} before {what}. Log:\n{self.log_tail()}")
+            last = check()
+            if last is None:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ProcessError(f"{self.name} was not {what} after {timeout:.0f} s ({last}). Log:\n{self.log_tail()}")
+
+    def wait_for_http(self, url: str, timeout: float = 60.0, expect_status: int = 200) -> None:
+        """Wait until ``url`` answers ``expect_status``; a 503 body's message is reported on timeout."""
+
+        def check() -> str | None:
+            try:
+                response = httpx.get(url, timeout=2.0)
+            except httpx.HTTPError as error:
+                return f"{type(error).__name__}"
+            if response.status_code == expect_status:
+                return None
+            try:
+                return f"HTTP {response.status_code}: {response.json().get('message', response.text[:200])}"
+            except ValueError:
+                return f"HTTP {response.status_code}: {response.text[:200]}"
+
+        self.wait_until(check, timeout, f"answering {expect_status} on {url}")
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{self.name} pid={self.pid} {state} log={self.log_path}>"
