@@ -1,0 +1,110 @@
+"""What this machine has, what each part of the workshop needs, and how to get what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+CORE_PACKAGES = (
+    "fastapi", "uvicorn", "pydantic", "pydantic-settings", "scikit-learn", "skl2onnx", "onnxruntime",
+    "prometheus-client", "prometheus-fastapi-instrumentator", "pandas", "matplotlib", "papermill",
+)
+DATA_FILES = ("winequality-red.csv", "winequality-white.csv")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    needed_for: str
+    ok: bool
+    required: bool
+    found: str
+    how_to_get: str
+
+    @property
+    def status(self) -> str:
+        if self.ok:
+            return "ok"
+        return "MISSING" if self.required else "missing (optional)"
+
+
+def _binary(name: str, needed_for: str, required: bool, how: str) -> Check:
+    path = shutil.which(name)
+    return Check(name, needed_for, path is not None, required, path or "not on PATH", "" if path else how)
+
+
+def _docker_engine() -> Check:
+    """The client alone is not enough: the engine must answer."""
+    how = "install Docker Engine or Docker Desktop and start it"
+    if shutil.which("docker") is None:
+        return Check("docker engine", "03_containerise", False, False, "no docker client on PATH", how)
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    except subprocess.TimeoutExpired:
+        return Check("docker engine", "03_containerise", False, False, "docker info timed out", how)
+    if result.returncode != 0:
+        return Check("docker engine", "03_containerise", False, False, "client only, no engine answers", how)
+    return Check("docker engine", "03_containerise", True, False, f"engine {result.stdout.strip()}", "")
+
+
+def _package(name: str) -> Check:
+    try:
+        found = version(name)
+    except PackageNotFoundError:
+        return Check(name, "all notebooks", False, True, "not installed", "make workshop (or pip install -e .)")
+    return Check(name, "all notebooks", True, True, found, "")
+
+
+def _data() -> Check:
+    folder = os.environ.get("WINE_QUALITY_DATA_DIR")
+    if folder:
+        missing = [name for name in DATA_FILES if not (Path(folder) / name).is_file()]
+        return Check(
+            "wine data", "01_train", not missing, True,
+            f"WINE_QUALITY_DATA_DIR={folder}" + (f" lacks {', '.join(missing)}" if missing else ""),
+            "point WINE_QUALITY_DATA_DIR at a folder with the two UCI CSVs, or unset it to download" if missing else "",
+        )
+    return Check("wine data", "01_train", True, True, "downloaded from UCI on first use, then cached", "")
+
+
+def check_environment(target: str = "local") -> list[Check]:
+    """Every check for ``target``; required ones fail the workshop, optional ones skip a step."""
+    checks = [
+        Check("python", "all notebooks", sys.version_info >= (3, 11), True, sys.version.split()[0],
+              "" if sys.version_info >= (3, 11) else "install Python 3.11 or newer"),
+        *(_package(name) for name in CORE_PACKAGES),
+        _data(),
+        _binary("prometheus", "05_monitor (local target)", False,
+                "Debian/Ubuntu: apt-get install prometheus; macOS: brew install prometheus"),
+        _binary("wrk", "the benchmark (make bench)", False,
+                "Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk"),
+        _docker_engine(),
+    ]
+    if target == "kubernetes":
+        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        checks += [
+            Check("kubeconfig", "kubernetes target", kubeconfig.is_file(), True, str(kubeconfig),
+                  "" if kubeconfig.is_file() else "start minikube or kind, or ask your cluster admin for one"),
+            _binary("helm", "kubernetes target (monitoring)", True, "https://helm.sh/docs/intro/install/"),
+            _binary("kubectl", "kubernetes target (debugging by hand)", False,
+                    "https://kubernetes.io/docs/tasks/tools/"),
+        ]
+    return checks
+
+
+def environment_report(target: str = "local") -> pd.DataFrame:
+    rows = [{**asdict(check), "status": check.status} for check in check_environment(target)]
+    frame = pd.DataFrame(rows).set_index("name")
+    return frame[["status", "needed_for", "found", "how_to_get"]]
+
+
+def missing_required(target: str = "local") -> list[Check]:
+    return [check for check in check_environment(target) if check.required and not check.ok]

@@ -1,0 +1,56 @@
+"""Plots for the notebooks, built on ``matplotlib.figure.Figure`` (not pyplot).
+
+A returned Figure is displayed once by Jupyter and leaks no global state, so a
+re-run cell never stacks plots on top of each other.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+COLORS = {"red": "#8e1b2c", "white": "#d8c36a"}
+
+
+def quality_by_color(frame: pd.DataFrame) -> Figure:
+    """How many wines got each score, per colour: the target is imbalanced (mostly 5-6)."""
+    counts = frame.groupby(["quality", "color"], observed=False).size().unstack("color").fillna(0)
+    figure = Figure(figsize=(7, 3.5))
+    axes = figure.subplots()
+    counts.plot.bar(ax=axes, color=[COLORS.get(c, "grey") for c in counts.columns], edgecolor="black", rot=0)
+    axes.set(xlabel="quality score", ylabel="wines", title="Quality scores by colour")
+    figure.tight_layout()
+    return figure
+
+
+def feature_correlations(frame: pd.DataFrame, target: str = "quality") -> Figure:
+    """Correlation of each measurement with the score: alcohol up, volatile acidity and density down."""
+    numeric = frame.select_dtypes("number")
+    correlations = numeric.corr()[target].drop(target).sort_values()
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    correlations.plot.barh(ax=axes, color=["#c0392b" if v < 0 else "#2e86c1" for v in correlations])
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set(xlabel=f"Pearson correlation with {target}", title="What goes with a better score")
+    figure.tight_layout()
+    return figure
+
+
+def model_comparison(table: pd.DataFrame, rmse_target: float, latency_budget_ms: float) -> Figure:
+    """Accuracy and single-row latency side by side, with the target and the budget drawn in."""
+    figure = Figure(figsize=(10, 3.8))
+    left, right = figure.subplots(1, 2)
+    chosen = table["chosen"]
+    left.bar(table.index, table["rmse"], color=["#27ae60" if c else "#95a5a6" for c in chosen])
+    left.axhline(rmse_target, color="#c0392b", linestyle="--", label=f"target RMSE {rmse_target}")
+    left.set(ylabel="held-out RMSE (lower is better)", title="Accuracy")
+    left.legend(loc="lower left")
+    latency = table[["sklearn_latency_ms", "onnx_latency_ms"]].rename(
+        columns={"sklearn_latency_ms": "scikit-learn", "onnx_latency_ms": "onnxruntime"}
+    )
+    latency.plot.bar(ax=right, logy=True, rot=0, color=["#7f8c8d", "#2980b9"])
+    right.axhline(latency_budget_ms, color="#c0392b", linestyle="--", label=f"budget {latency_budget_ms} ms")
+    right.set(ylabel="one-row predict, ms (log)", xlabel="", title="Latency (missing bar: no ONNX export)")
+    right.legend(loc="upper left")
+    figure.tight_layout()
+    return figure

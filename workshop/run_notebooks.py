@@ -1,0 +1,152 @@
+"""Run the workshop unattended: every notebook in order, with papermill.
+
+``python -m workshop.run_notebooks --target local --output build``
+
+Each executed notebook and an HTML rendering of it land in the output folder
+(the instructor's answer key). Progress and the time each notebook took are
+printed; the first failure stops the run, naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from workshop.paths import project_root
+from workshop.targets import TARGETS
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    seconds: float
+    ok: bool
+    output: Path
+    html: Path
+    error: str = ""
+
+
+class NotebookFailedError(RuntimeError):
+    def __init__(self, run: NotebookRun) -> None:
+        super().__init__(run.error)
+        self.run = run
+
+
+def discover(folder: Path, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in order; ``only`` filters by name prefix."""
+    notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(prefix) for prefix in only)]
+    return notebooks
+
+
+def failed_cell(output: Path) -> str:
+    """Where the executed notebook stopped: papermill tags the cell that raised."""
+    notebook = nbformat.read(output, as_version=4)
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        for item in cell.get("outputs", []):
+            if item.get("output_type") == "error":
+                first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                return f"code cell {number} (execution count {cell.get('execution_count')}): {first_line!r}"
+    return "unknown cell"
+
+
+def render_html(output: Path) -> Path:
+    html, _ = HTMLExporter().from_filename(str(output))
+    path = output.with_suffix(".html")
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], timeout: int) -> NotebookRun:
+    output = output_dir / notebook.name
+    started = time.perf_counter()
+    error = ""
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+        )
+    except PapermillExecutionError as failure:
+        error = f"{notebook.name} failed in {failed_cell(output)}: {failure.ename}: {failure.evalue}"
+    except Exception as failure:  # noqa: BLE001 - a dead kernel or a cell timeout must still name the notebook
+        error = f"{notebook.name} failed: {type(failure).__name__}: {failure}"
+    seconds = time.perf_counter() - started
+    html = render_html(output) if output.exists() else output.with_suffix(".html")
+    run = NotebookRun(notebook.name, seconds, not error, output, html, error)
+    if error:
+        raise NotebookFailedError(run)
+    return run
+
+
+def run_all(
+    notebooks: list[Path], output_dir: Path, parameters: dict[str, Any], timeout: int = 900, echo=print
+) -> list[NotebookRun]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for index, notebook in enumerate(notebooks, start=1):
+        echo(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
+        try:
+            run = run_notebook(notebook, output_dir, parameters, timeout)
+        except NotebookFailedError as failure:
+            echo(f"[{index}/{len(notebooks)}] {notebook.name} FAILED after {failure.run.seconds:.1f} s")
+            raise
+        echo(f"[{index}/{len(notebooks)}] {notebook.name} ok in {run.seconds:.1f} s -> {run.output}, {run.html.name}")
+        runs.append(run)
+    return runs
+
+
+def parse_value(text: str) -> Any:
+    """``-p name value`` values: numbers and true/false/none are typed, the rest stay strings."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = project_root()
+    parser = argparse.ArgumentParser(prog="python -m workshop.run_notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=TARGETS, default="local")
+    parser.add_argument("--notebooks", type=Path, default=root / "notebooks")
+    parser.add_argument("--output", type=Path, default=root / "build")
+    parser.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds a single cell may run")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="papermill parameter passed to every notebook (repeatable)")
+    args = parser.parse_args(argv)
+    notebooks = discover(args.notebooks, args.only)
+    if not notebooks:
+        print(f"error: no notebooks matching NN_*.ipynb in {args.notebooks}", file=sys.stderr)
+        return 2
+    parameters = {"target": args.target, **{name: parse_value(value) for name, value in args.parameter}}
+    started = time.perf_counter()
+    try:
+        runs = run_all(notebooks, args.output, parameters, args.timeout)
+    except NotebookFailedError as failure:
+        print(f"\nerror: {failure.run.error}\nexecuted notebook: {failure.run.output}\n"
+              f"rendered: {failure.run.html}", file=sys.stderr)
+        return 1
+    print(f"\n{len(runs)} notebooks executed in {time.perf_counter() - started:.1f} s; results in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
