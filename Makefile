@@ -1,0 +1,68 @@
+# ML Serving Workshop. Every target bootstraps what it needs: a fresh clone needs only Python 3.11+.
+#
+#   make workshop   run every notebook with papermill (TARGET=local|kubernetes), results in build/
+#   make test       the whole test suite, notebooks included
+#   make lab        open JupyterLab on the notebooks
+#   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
+
+PYTHON ?= python3
+TARGET ?= local
+NAMESPACE ?=
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := wrk
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
+.PHONY: help install system-deps workshop test lint lab bench model refresh-notebooks constraints clean distclean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+# The virtual environment, rebuilt when the dependencies change. constraints.txt pins the tested versions.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Binaries the local target needs; installed with apt-get when running as root on Debian/Ubuntu.
+system-deps:
+	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+workshop: $(STAMP) system-deps
+	$(BIN)/python -m workshop.run_notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest $(NBVAL) tests notebooks
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+artifacts/wine/model_card.json: $(STAMP)
+	$(BIN)/python -m app.wine.train --output artifacts/wine
+
+model: artifacts/wine/model_card.json
+
+bench: $(STAMP) system-deps model
+	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
+
+# After changing a notebook: execute all, then keep only the outputs nbval checks in notebooks/.
+refresh-notebooks: workshop
+	$(BIN)/python -m workshop.notebook_outputs build/*.ipynb
+
+clean:
+	rm -rf build artifacts .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV)
+
+# Record the exact versions of the current environment (after a deliberate upgrade, and a green make test).
+constraints: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
