@@ -50,9 +50,13 @@ def discover(folder: Path, only: list[str] | None = None) -> list[Path]:
 
 
 def failed_cell(output: Path) -> str:
-    """Where the executed notebook stopped: papermill tags the cell that raised."""
+    """Where the executed notebook stopped, numbered as in the source notebook (without the
+    cell papermill injects for the parameters)."""
     notebook = nbformat.read(output, as_version=4)
-    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    code_cells = [
+        c for c in notebook.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
     for number, cell in enumerate(code_cells, start=1):
         for item in cell.get("outputs", []):
             if item.get("output_type") == "error":
