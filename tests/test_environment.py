@@ -1,0 +1,30 @@
+"""Notebook 00's checks: what is missing, whether it blocks, and how to get it."""
+
+from __future__ import annotations
+
+from workshop.environment import environment_report, missing_required
+
+
+def test_a_data_folder_without_the_csvs_is_a_required_miss(monkeypatch, tmp_path):
+    monkeypatch.setenv("WINE_QUALITY_DATA_DIR", str(tmp_path))
+    missing = {check.name: check for check in missing_required("local")}
+    assert "wine data" in missing
+    assert "winequality-red.csv" in missing["wine data"].found
+    assert "WINE_QUALITY_DATA_DIR" in missing["wine data"].how_to_get
+
+
+def test_the_kubernetes_target_needs_a_kubeconfig(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere"))
+    report = environment_report("kubernetes")
+    assert report.loc["kubeconfig", "status"] == "MISSING"
+    assert "minikube or kind" in report.loc["kubeconfig", "how_to_get"]
+    assert "kubeconfig" not in environment_report("local").index
+
+
+def test_optional_tools_never_block_and_say_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    report = environment_report("local")
+    for tool in ("prometheus", "wrk", "docker engine"):
+        assert report.loc[tool, "status"] == "missing (optional)"
+        assert report.loc[tool, "how_to_get"]
+    assert not [c for c in missing_required("local") if c.name in ("prometheus", "wrk", "docker engine")]
