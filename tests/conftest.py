@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from app.wine.api import create_app
 from app.wine.config import Settings
 from app.wine.data import DataError, WineData, load_wine_data
+from app.wine.features import FEATURE_NAMES
 from app.wine.train import TrainingReport, train
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -60,3 +66,54 @@ def model_copy(model_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(model_dir: Path) -> Settings:
     return Settings(model_dir=model_dir)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """A fresh app (its own metrics registry) whose lifespan has loaded the session model."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+# Rows of the real dataset used as request bodies: three red, four white, distinct predictions.
+WINE_ROWS = (0, 5, 100, 1599, 1700, 3000, 6000)
+
+
+@pytest.fixture(scope="session")
+def wines(wine_data: WineData) -> list[dict]:
+    """Real wines as the API takes them: the 11 measurements as floats and ``color``."""
+    rows = wine_data.frame.iloc[list(WINE_ROWS)]
+    return [
+        {**{name: float(row[name]) for name in FEATURE_NAMES}, "color": str(row["color"])}
+        for _, row in rows.iterrows()
+    ]
+
+
+class Scrape:
+    """One GET /metrics, parsed as Prometheus does."""
+
+    def __init__(self, text: str) -> None:
+        self.samples: list[Sample] = [
+            sample for family in text_string_to_metric_families(text) for sample in family.samples
+        ]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the one sample ``name`` whose labels include ``labels``; None if there is none."""
+        matches = [s for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
+        assert len(matches) <= 1, f"{name}{labels} matches {len(matches)} samples: {matches}"
+        return matches[0].value if matches else None
+
+    def label_values(self, name: str, label: str) -> set[str]:
+        return {s.labels[label] for s in self.samples if s.name == name and label in s.labels}
+
+
+@pytest.fixture
+def scrape() -> Callable[[TestClient], Scrape]:
+    """``scrape(client)``: the app's metrics, after asserting GET /metrics answers 200."""
+
+    def _scrape(client: TestClient) -> Scrape:
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        return Scrape(response.text)
+
+    return _scrape

@@ -16,7 +16,7 @@ from app.wine.config import Settings
 from app.wine.errors import install_error_handlers
 from app.wine.guards import BodyGuard
 from app.wine.logs import configure_logging
-from app.wine.metrics import HTTP_LATENCY_BUCKETS, WineMetrics
+from app.wine.metrics import HTTP_LATENCY_BUCKETS, InFlightRequests, WineMetrics
 from app.wine.model import WineModel
 from app.wine.routers import model_card, predict, probes
 
@@ -46,12 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, on_rejected=metrics.reject)
 
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(InFlightRequests, metrics=metrics)
     # Added last, so it is the outermost middleware and times everything, 413s and 415s included.
+    # Its in-progress gauge stays off: it ignores `registry` (InFlightRequests replaces it).
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics"],
-        should_instrument_requests_inprogress=True,
-        inprogress_labels=True,
+        should_instrument_requests_inprogress=False,
     ).instrument(app, latency_lowr_buckets=HTTP_LATENCY_BUCKETS).expose(app, include_in_schema=False)
     return app
 

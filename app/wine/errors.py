@@ -98,6 +98,17 @@ def install_error_handlers(app: FastAPI, on_rejected) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, ValueError | RecursionError):
+            # FastAPI answers a body json.loads cannot decode (not UTF-8, nested too deep) with a bare 400;
+            # it is malformed JSON like any other, so it gets the same documented 422.
+            cause = error.__cause__
+            reason = "body is not UTF-8" if isinstance(cause, UnicodeDecodeError) else type(cause).__name__
+            reason = f"JSON decode error: {reason}"
+            on_rejected("json_invalid", "body")
+            details = [{"field": "body", "reason": reason, "type": "json_invalid"}]
+            return JSONResponse(
+                status_code=422, content=error_body("validation_error", f"invalid request: body: {reason}", details)
+            )
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return JSONResponse(
             status_code=error.status_code, content=error_body(kind, str(error.detail)), headers=error.headers

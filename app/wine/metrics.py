@@ -21,6 +21,7 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.wine.features import FEATURE_NAMES
 
@@ -78,6 +79,10 @@ class WineMetrics:
             "wine_training_feature_mean", "Mean of each feature in the training data (from the model card).",
             ["feature"], registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "http_requests_in_flight", "HTTP requests being served right now (scrapes of /metrics excluded).",
+            registry=self.registry,
+        )
         self.training_quality_mean = Gauge(
             "wine_training_prediction_mean", "Mean prediction on the training data (from the model card).",
             registry=self.registry,
@@ -113,3 +118,27 @@ class WineMetrics:
 
     def reject(self, reason: str, field: str) -> None:
         self.rejected_inputs.labels(reason, field if field in KNOWN_FIELDS else "other").inc()
+
+
+class InFlightRequests:
+    """ASGI middleware keeping ``http_requests_in_flight`` on the app's own registry.
+
+    The instrumentator's in-progress gauge always lands on the global default
+    registry (prometheus-fastapi-instrumentator#317), which breaks two apps in
+    one process; this gauge does not.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: WineMetrics, excluded_paths: tuple[str, ...] = ("/metrics",)) -> None:
+        self.app = app
+        self.gauge = metrics.in_flight
+        self.excluded_paths = excluded_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.excluded_paths:
+            await self.app(scope, receive, send)
+            return
+        self.gauge.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gauge.dec()
