@@ -1,0 +1,1 @@
+"""Benchmarks of the workshop's services: ``python -m benchmarks.wine_service``."""
