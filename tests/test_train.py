@@ -21,6 +21,7 @@ import pytest
 from app.wine.data import WineData
 from app.wine.features import FEATURE_NAMES, MODEL_INPUTS
 from app.wine.train import (
+    BATCH_BUDGET_MS,
     LATENCY_BUDGET_MS,
     LIBRARIES,
     CandidateResult,
@@ -66,7 +67,9 @@ def test_chosen_candidate_follows_the_rule(training_report: TrainingReport, card
     results = training_report.results
     eligible = [
         r for r in results
-        if r.onnx_exportable and r.onnx_latency_ms is not None and r.onnx_latency_ms <= LATENCY_BUDGET_MS
+        if r.onnx_exportable
+        and r.onnx_latency_ms is not None and r.onnx_latency_ms <= LATENCY_BUDGET_MS
+        and r.onnx_batch_ms is not None and r.onnx_batch_ms <= BATCH_BUDGET_MS
     ]
     assert eligible, f"no candidate met the rule: {results}"
     expected = min(eligible, key=lambda r: r.rmse)
@@ -77,10 +80,13 @@ def test_chosen_candidate_follows_the_rule(training_report: TrainingReport, card
         assert result.onnx_exportable == (result.export_error is None)
 
 
-def candidate(name: str, rmse: float, exportable: bool = True, latency_ms: float | None = 0.1) -> CandidateResult:
+def candidate(
+    name: str, rmse: float, exportable: bool = True, latency_ms: float | None = 0.1, batch_ms: float | None = 0.5
+) -> CandidateResult:
     return CandidateResult(
         name=name, rmse=rmse, mae=rmse, rounded_accuracy=0.5, sklearn_latency_ms=1.0,
         onnx_exportable=exportable, onnx_latency_ms=latency_ms if exportable else None,
+        onnx_batch_ms=batch_ms if exportable else None,
         export_error=None if exportable else "TypeError: unsupported",
     )
 
@@ -99,6 +105,10 @@ def candidate(name: str, rmse: float, exportable: bool = True, latency_ms: float
         pytest.param(
             [candidate("unmeasured", 0.5, latency_ms=None), candidate("ok", 0.6)], 1.0, "ok",
             id="unmeasured-latency-skipped",
+        ),
+        pytest.param(
+            [candidate("slow-batches", 0.5, batch_ms=3.0), candidate("ok", 0.6)], 1.0, "ok",
+            id="batch-over-budget-skipped",
         ),
         pytest.param(
             [candidate("slow", 0.5, latency_ms=5.0), candidate("ok", 0.6)], 10.0, "slow", id="budget-is-a-parameter"

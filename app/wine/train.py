@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 SEED = 42
 TEST_SIZE = 0.2
 LATENCY_BUDGET_MS = 1.0  # single-row p50 in onnxruntime; a tenth of a typical 10 ms per-request budget
+# A batch of 100 rows in at most 1 ms (p50): the model may take half of the 2 ms per batch that
+# serving 50,000 rows/s on one core allows; parsing, validation and HTTP need the other half.
+BATCH_ROWS = 100
+BATCH_BUDGET_MS = 1.0
 PARITY_TOLERANCE = 1e-4
 DEFAULT_OUTPUT = Path("artifacts/wine")
 
@@ -51,7 +55,8 @@ def candidates() -> dict[str, RegressorMixin]:
     return {
         "linear": make_pipeline(StandardScaler(), Ridge(alpha=1.0)),
         "hist_gradient_boosting": HistGradientBoostingRegressor(random_state=SEED),
-        "random_forest": RandomForestRegressor(n_estimators=100, random_state=SEED, n_jobs=-1),
+        # 50 trees: 100 gain 0.005 RMSE but double the batch latency and the memory.
+        "random_forest": RandomForestRegressor(n_estimators=50, random_state=SEED, n_jobs=-1),
     }
 
 
@@ -95,6 +100,20 @@ def single_row_latency_ms(predict, X: np.ndarray, repeats: int = 200) -> float:
     return float(np.median(timings) * 1000)
 
 
+def batch_latency_ms(predict, X: np.ndarray, rows: int = BATCH_ROWS, repeats: int = 100) -> float:
+    """Median wall time of predicting ``rows`` different rows at once (seeded draws)."""
+    rng = np.random.default_rng(SEED)
+    batches = [X[rng.choice(len(X), size=min(rows, len(X)), replace=False)] for _ in range(repeats)]
+    for batch in batches[:5]:
+        predict(batch)
+    timings = []
+    for batch in batches:
+        start = time.perf_counter()
+        predict(batch)
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings) * 1000)
+
+
 @dataclass
 class CandidateResult:
     name: str
@@ -104,6 +123,7 @@ class CandidateResult:
     sklearn_latency_ms: float
     onnx_exportable: bool
     onnx_latency_ms: float | None = None
+    onnx_batch_ms: float | None = None
     onnx_max_abs_diff: float | None = None
     export_error: str | None = None
     chosen: bool = False
@@ -132,24 +152,34 @@ def evaluate(name: str, model: RegressorMixin, data: Split) -> tuple[CandidateRe
         return result, None
     result.onnx_exportable = True
     result.onnx_latency_ms = single_row_latency_ms(lambda row: onnx_export.predict(session, row), data.X_test)
+    result.onnx_batch_ms = batch_latency_ms(lambda rows: onnx_export.predict(session, rows), data.X_test)
     return result, onnx_bytes
 
 
 SELECTION_RULE = (
     "lowest held-out RMSE among the candidates that export to ONNX with parity "
-    f"(max |onnx - sklearn| <= {PARITY_TOLERANCE:.0e}) and predict one row in onnxruntime "
-    f"within the latency budget ({LATENCY_BUDGET_MS} ms p50)"
+    f"(max |onnx - sklearn| <= {PARITY_TOLERANCE:.0e}) and, in onnxruntime, predict one row within "
+    f"{LATENCY_BUDGET_MS} ms and {BATCH_ROWS} rows within {BATCH_BUDGET_MS} ms (p50)"
 )
 
 
-def choose(results: list[CandidateResult], latency_budget_ms: float = LATENCY_BUDGET_MS) -> CandidateResult:
+def choose(
+    results: list[CandidateResult],
+    latency_budget_ms: float = LATENCY_BUDGET_MS,
+    batch_budget_ms: float = BATCH_BUDGET_MS,
+) -> CandidateResult:
     """Apply :data:`SELECTION_RULE`."""
     eligible = [
         r for r in results
-        if r.onnx_exportable and r.onnx_latency_ms is not None and r.onnx_latency_ms <= latency_budget_ms
+        if r.onnx_exportable
+        and r.onnx_latency_ms is not None and r.onnx_latency_ms <= latency_budget_ms
+        and r.onnx_batch_ms is not None and r.onnx_batch_ms <= batch_budget_ms
     ]
     if not eligible:
-        raise RuntimeError(f"No candidate exports to ONNX within {latency_budget_ms} ms: {results}")
+        raise RuntimeError(
+            f"No candidate exports to ONNX within {latency_budget_ms} ms a row and {batch_budget_ms} ms "
+            f"a batch: {results}"
+        )
     return min(eligible, key=lambda r: r.rmse)
 
 
@@ -213,9 +243,11 @@ def train(
         "target": {"name": TARGET, "train_mean": float(parts.y_train.mean()),
                    "train_prediction_mean": float(train_predictions.mean())},
         "metrics": {"rmse": best.rmse, "mae": best.mae, "rounded_accuracy": best.rounded_accuracy,
-                    "onnx_latency_ms": best.onnx_latency_ms, "onnx_max_abs_diff": best.onnx_max_abs_diff},
+                    "onnx_latency_ms": best.onnx_latency_ms, "onnx_batch_ms": best.onnx_batch_ms,
+                    "onnx_max_abs_diff": best.onnx_max_abs_diff},
         "selection_rule": SELECTION_RULE,
         "latency_budget_ms": LATENCY_BUDGET_MS,
+        "batch_budget_ms": {"rows": BATCH_ROWS, "ms": BATCH_BUDGET_MS},
         "comparison": [asdict(r) for r in results],
         "data": {"source": data.source, "sha256": data.combined_sha256, "files": data.sha256,
                  "rows": len(data.frame), "train_rows": len(parts.X_train), "test_rows": len(parts.X_test),
@@ -243,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(report.table()[["rmse", "mae", "rounded_accuracy", "sklearn_latency_ms", "onnx_latency_ms", "chosen"]])
+        columns = ["rmse", "mae", "rounded_accuracy", "sklearn_latency_ms", "onnx_latency_ms", "onnx_batch_ms",
+                   "chosen"]
+        print(report.table()[columns])
     card = report.model_card
     print(f"\nserving model: {card['version']} (RMSE {card['metrics']['rmse']:.3f}) written to {args.output}")
     return 0
