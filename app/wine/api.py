@@ -15,6 +15,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from app.wine.config import Settings
+from app.wine.dependencies import Serving
 from app.wine.errors import install_error_handlers
 from app.wine.guards import BodyGuard
 from app.wine.logs import configure_logging
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Wine quality", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.model, app.state.metrics = settings, model, metrics
+    app.state.serving = Serving(model, metrics)
 
     app.include_router(probes.router)
     app.include_router(model_card.router)

@@ -14,7 +14,7 @@ router = APIRouter(tags=["model"])
 
 
 @router.get("/model", summary="The model card", responses={503: {"model": ErrorResponse}})
-def model_card(model: ModelDep) -> dict[str, Any]:
+async def model_card(model: ModelDep) -> dict[str, Any]:
     if model.card is None:
         raise ModelNotReadyError(model.not_ready_reason())
     return model.card

@@ -17,7 +17,7 @@ import time
 
 from fastapi import APIRouter, Response
 
-from app.wine.dependencies import MetricsDep, ModelDep
+from app.wine.dependencies import ServingDep
 from app.wine.model import encode
 from app.wine.schemas import (
     BatchPredictionResponse,
@@ -45,7 +45,8 @@ def build_router(max_batch_size: int) -> APIRouter:
     BatchRequest = batch_request_model(max_batch_size)
 
     @router.post("", summary="Predict the quality of one wine", response_model=PredictionResponse)
-    async def predict(wine: WineInput, model: ModelDep, metrics: MetricsDep) -> Response:
+    async def predict(wine: WineInput, serving: ServingDep) -> Response:
+        model, metrics = serving.model, serving.metrics
         X = encode((wine,))
         started = time.perf_counter()
         quality = model.predict(X)
@@ -56,7 +57,8 @@ def build_router(max_batch_size: int) -> APIRouter:
     @router.post(
         "/batch", summary=f"Predict up to {max_batch_size} wines in one call", response_model=BatchPredictionResponse
     )
-    async def predict_batch(batch: BatchRequest, model: ModelDep, metrics: MetricsDep) -> Response:  # type: ignore[valid-type]
+    async def predict_batch(batch: BatchRequest, serving: ServingDep) -> Response:  # type: ignore[valid-type]
+        model, metrics = serving.model, serving.metrics
         X = encode(batch.instances)
         started = time.perf_counter()
         qualities = model.predict(X)

@@ -12,7 +12,7 @@ router = APIRouter(tags=["probes"])
 
 
 @router.get("/health", summary="Liveness: the process answers")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -21,7 +21,7 @@ def health() -> dict[str, str]:
     summary="Readiness: 200 once the model is loaded, 503 before",
     responses={503: {"description": "The model is not loaded; the body says why."}},
 )
-def ready(model: ModelDep) -> JSONResponse:
+async def ready(model: ModelDep) -> JSONResponse:
     if not model.ready:
         return JSONResponse(status_code=503, content=error_body("model_not_ready", model.not_ready_reason()))
     return JSONResponse({"status": "ready", "model_version": model.version})
