@@ -16,11 +16,3 @@ def project_root(start: Path | None = None) -> Path:
             if pyproject.is_file() and PROJECT_NAME in pyproject.read_text():
                 return folder
     raise FileNotFoundError("Cannot find the workshop's pyproject.toml; run from inside the repository.")
-
-
-def artifacts_dir() -> Path:
-    return project_root() / "artifacts"
-
-
-def build_dir() -> Path:
-    return project_root() / "build"

@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.wine.config import Settings
 from app.wine.metrics import WineMetrics
 from app.wine.model import WineModel
 
@@ -34,15 +33,5 @@ async def get_model(request: Request) -> WineModel:
     return request.app.state.model
 
 
-async def get_metrics(request: Request) -> WineMetrics:
-    return request.app.state.metrics
-
-
-async def get_settings_from_app(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 ServingDep = Annotated[Serving, Depends(get_serving)]
 ModelDep = Annotated[WineModel, Depends(get_model)]
-MetricsDep = Annotated[WineMetrics, Depends(get_metrics)]
-SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]

@@ -30,7 +30,7 @@ class BodyGuard:
         if content_type != b"application/json":
             shown = content_type.decode("latin-1") or "none"
             problem = UnsupportedMediaTypeError(f"content-type must be application/json, got {shown}")
-        elif int(headers.get(b"content-length", b"0") or 0) > self.max_body_bytes:
+        elif _announced_length(headers) > self.max_body_bytes:
             problem = PayloadTooLargeError(self._too_large_message())
         received = 0
 
@@ -49,3 +49,11 @@ class BodyGuard:
 
     def _too_large_message(self) -> str:
         return f"request body exceeds {self.max_body_bytes} bytes (WINE_MAX_BODY_BYTES); send a smaller batch"
+
+
+def _announced_length(headers: dict[bytes, bytes]) -> int:
+    """Content-Length as sent; a malformed one counts as unannounced (the streamed count still applies)."""
+    try:
+        return int(headers.get(b"content-length", b"0") or 0)
+    except ValueError:
+        return 0
