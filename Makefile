@@ -11,7 +11,7 @@ NAMESPACE ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := wrk
+SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 .PHONY: help install system-deps workshop test lint lab bench model refresh-notebooks constraints clean distclean

@@ -1,0 +1,327 @@
+"""The dashboards as code: committed JSON up to date, a sound layout, and PromQL that Prometheus accepts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workshop.observability.dashboards import (
+    DASHBOARDS,
+    build_model_dashboard,
+    main,
+    panel_queries,
+    render,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SELECTOR = 'job=~"$job", namespace=~"$namespace"'
+# What Grafana would substitute: enough for Prometheus to parse and evaluate the expressions.
+SUBSTITUTIONS = {"$__rate_interval": "1m", "$job": "wine", "$namespace": ".*"}
+PROMTOOL_HINT = "promtool not on PATH: install Prometheus (apt-get install prometheus, or the release tarball)"
+
+# Each topic of the dashboard, and the metrics its queries must read.
+TOPICS = {
+    "request rate": {"http_requests_total"},
+    "error ratio": {"http_requests_total"},
+    "latency": {"http_request_duration_seconds_bucket"},
+    "in-flight": {"http_requests_in_flight"},
+    "predicted quality": {"wine_predicted_quality_bucket"},
+    "mean prediction": {"wine_predicted_quality_sum", "wine_predicted_quality_count", "wine_training_prediction_mean"},
+    "drift": {"wine_input_feature_sum_total", "wine_input_rows_total", "wine_training_feature_mean"},
+    "rejected": {"wine_rejected_inputs_total"},
+    "model version": {"wine_model_info"},
+    "cpu": {"process_cpu_seconds_total"},
+    "memory": {"process_resident_memory_bytes"},
+}
+KNOWN_METRICS = set().union(*TOPICS.values())
+SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return build_model_dashboard()
+
+
+def all_panels(panels: list[dict]) -> Iterator[dict]:
+    for panel in panels:
+        yield panel
+        yield from all_panels(panel.get("panels") or [])
+
+
+def content_panels(dashboard: dict) -> list[dict]:
+    """Panels that show data (rows are only headers)."""
+    return [p for p in all_panels(dashboard["panels"]) if p["type"] != "row"]
+
+
+def panel_by_topic(dashboard: dict, topic: str) -> dict:
+    matches = [p for p in content_panels(dashboard) if topic in p["title"].lower()]
+    assert len(matches) == 1, f"expected one panel titled with {topic!r}, got {[p['title'] for p in matches]}"
+    return matches[0]
+
+
+def substitute(expr: str) -> str:
+    for variable, value in SUBSTITUTIONS.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip(PROMTOOL_HINT)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_committed_json_is_up_to_date(name: str) -> None:
+    committed = PROJECT_ROOT / "dashboards" / name
+    assert committed.is_file(), f"dashboards/{name} is missing: run `python -m workshop.observability.dashboards`"
+    assert committed.read_text(encoding="utf-8") == render(DASHBOARDS[name]()), (
+        f"dashboards/{name} is stale: run `python -m workshop.observability.dashboards` and commit the result"
+    )
+
+
+def test_check_flag_names_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", "--out", str(tmp_path)]) == 1
+    assert "model.json" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path)]) == 0
+    assert main(["--check", "--out", str(tmp_path)]) == 0
+    (tmp_path / "model.json").write_text("{}\n", encoding="utf-8")
+    assert main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def test_render_is_stable(dashboard: dict) -> None:
+    text = render(dashboard)
+    assert text.endswith("}\n")
+    assert text == render(build_model_dashboard())
+    assert json.loads(text) == dashboard
+
+
+def test_dashboard_identity(dashboard: dict) -> None:
+    assert dashboard["title"] == "Wine model"
+    assert dashboard["uid"] == "wine-model"
+    assert dashboard.get("id") is None, "a numeric id belongs to one Grafana instance; import assigns it"
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["annotations"] == {"list": []}
+
+
+def test_panel_ids_are_unique(dashboard: dict) -> None:
+    ids = [p.get("id") for p in all_panels(dashboard["panels"])]
+    assert all(isinstance(i, int) and i > 0 for i in ids), ids
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_panels_fit_the_grid_without_overlapping(dashboard: dict) -> None:
+    rectangles = []
+    for panel in all_panels(dashboard["panels"]):
+        pos = panel["gridPos"]
+        assert pos["w"] > 0 and pos["h"] > 0, panel["title"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, f"{panel['title']} leaves the 24 columns: {pos}"
+        rectangles.append((panel["title"], pos))
+    for index, (title_a, a) in enumerate(rectangles):
+        for title_b, b in rectangles[index + 1 :]:
+            apart = (
+                a["x"] + a["w"] <= b["x"]
+                or b["x"] + b["w"] <= a["x"]
+                or a["y"] + a["h"] <= b["y"]
+                or b["y"] + b["h"] <= a["y"]
+            )
+            assert apart, f"{title_a} {a} overlaps {title_b} {b}"
+
+
+def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict) -> None:
+    for panel in all_panels(dashboard["panels"]):
+        assert panel.get("datasource") == DATASOURCE, panel["title"]
+        for target in panel.get("targets") or []:
+            assert target.get("datasource") == DATASOURCE, (panel["title"], target.get("refId"))
+
+
+def test_template_variables(dashboard: dict) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) >= {"datasource", "job", "namespace"}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    job, namespace = variables["job"], variables["namespace"]
+    assert job["type"] == namespace["type"] == "query"
+    assert job["query"] == "label_values(wine_model_info, job)"
+    assert job["current"]["value"] == "wine"
+    assert namespace["query"] == "label_values(wine_model_info, namespace)"
+    # ".*" also matches a series without the label: the local Prometheus has no namespace.
+    assert namespace["includeAll"] is True
+    assert namespace["allValue"] == ".*"
+    assert job["datasource"] == namespace["datasource"] == DATASOURCE
+
+
+def test_every_panel_teaches_what_it_shows(dashboard: dict) -> None:
+    for panel in content_panels(dashboard):
+        assert len(panel.get("description", "").strip()) > 80, f"{panel['title']} needs a description"
+
+
+def test_every_target_has_ref_id_and_legend(dashboard: dict) -> None:
+    for panel in content_panels(dashboard):
+        targets = panel.get("targets") or []
+        assert targets, f"{panel['title']} has no query"
+        ref_ids = [t.get("refId") for t in targets]
+        assert all(ref_ids) and len(ref_ids) == len(set(ref_ids)), (panel["title"], ref_ids)
+        assert all(t.get("legendFormat") for t in targets), panel["title"]
+
+
+def test_every_selector_filters_job_and_namespace(dashboard: dict) -> None:
+    for title, ref_id, expr in panel_queries(dashboard):
+        selectors = SELECTOR_RE.findall(expr)
+        assert selectors, (title, ref_id, expr)
+        for name, matchers in selectors:
+            assert name in KNOWN_METRICS, f"{title}/{ref_id}: unknown metric {name}"
+            assert matchers.startswith(SELECTOR), f"{title}/{ref_id}: {name} is not filtered on job and namespace"
+        # A metric name used bare (without braces) would escape the filter.
+        for name in KNOWN_METRICS:
+            assert len(re.findall(rf"\b{name}\b", expr)) == len(re.findall(rf"\b{name}\{{", expr)), (title, name)
+
+
+def test_rate_windows_use_rate_interval(dashboard: dict) -> None:
+    for title, ref_id, expr in panel_queries(dashboard):
+        windows = re.findall(r"\[([^\]]*)\]", expr)
+        assert all(w == "$__rate_interval" for w in windows), (title, ref_id, windows)
+
+
+def test_panels_cover_the_topics(dashboard: dict) -> None:
+    for topic, metrics in TOPICS.items():
+        panel = panel_by_topic(dashboard, topic)
+        used = {name for target in panel["targets"] for name, _ in SELECTOR_RE.findall(target["expr"])}
+        assert metrics <= used, f"{panel['title']} should read {metrics - used}"
+
+
+def test_latency_percentiles_per_handler_without_probes(dashboard: dict) -> None:
+    panel = panel_by_topic(dashboard, "latency")
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert [re.match(r"histogram_quantile\(([0-9.]+),", e).group(1) for e in exprs] == ["0.5", "0.95", "0.99"]
+    for expr in exprs:
+        assert "sum by (le, handler) (rate(http_request_duration_seconds_bucket{" in expr
+        assert 'handler!~"/health|/ready|/metrics"' in expr
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_quality_heatmap_reads_buckets(dashboard: dict) -> None:
+    panel = panel_by_topic(dashboard, "predicted quality")
+    assert panel["type"] == "heatmap"
+    (target,) = panel["targets"]
+    assert target["format"] == "heatmap"
+    assert target["expr"].startswith("sum by (le) (increase(wine_predicted_quality_bucket{")
+    assert panel["options"]["calculate"] is False, "the buckets are already a histogram"
+
+
+def test_model_version_shows_the_version(dashboard: dict) -> None:
+    panel = panel_by_topic(dashboard, "model version")
+    assert [t["legendFormat"] for t in panel["targets"]] == ["{{version}}"]
+
+
+def test_drift_is_one_line_per_feature(dashboard: dict) -> None:
+    (target,) = panel_by_topic(dashboard, "drift")["targets"]
+    assert target["legendFormat"] == "{{feature}}"
+
+
+def test_units(dashboard: dict) -> None:
+    units = {topic: panel_by_topic(dashboard, topic)["fieldConfig"]["defaults"].get("unit") for topic in TOPICS}
+    assert units["cpu"] == "percentunit"
+    assert units["memory"] == "bytes"
+    assert units["error ratio"] == "percentunit"
+    assert units["request rate"] == "reqps"
+
+
+def test_panel_queries_include_nested_panels() -> None:
+    dashboard = {
+        "panels": [
+            {
+                "type": "row",
+                "title": "collapsed",
+                "panels": [{"title": "inner", "targets": [{"refId": "A", "expr": "up"}]}],
+            },
+            {"title": "outer", "targets": [{"refId": "B", "expr": "vector(1)"}]},
+        ]
+    }
+    assert panel_queries(dashboard) == [("inner", "A", "up"), ("outer", "B", "vector(1)")]
+
+
+def test_every_expression_parses(dashboard: dict, tmp_path: Path) -> None:
+    """promtool parses each expression, as a recording rule, with the variables substituted."""
+    binary = promtool()
+    queries = panel_queries(dashboard)
+    assert len(queries) >= 10
+    rules = [
+        {"record": f"dashboard:panel_{index}:{ref_id.lower()}", "expr": substitute(expr)}
+        for index, (_, ref_id, expr) in enumerate(queries)
+    ]
+    rules_file = tmp_path / "dashboard_rules.yml"
+    rules_file.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = subprocess.run([binary, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def evaluate(tmp_path: Path, series: dict[str, str], expr: str, expected: list[tuple[str, float]]) -> None:
+    """Evaluate ``expr`` at 10m on synthetic series with ``promtool test rules``; assert its samples.
+
+    Rate windows widen to 5m (five samples) and values are rounded: promtool compares floats exactly.
+    """
+    binary = promtool()
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": f"round({substitute(expr).replace('[1m]', '[5m]')}, 0.0001)",
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": labels, "value": value} for labels, value in expected],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "dashboard_test.yml"
+    test_file.write_text(json.dumps(test), encoding="utf-8")
+    result = subprocess.run([binary, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_drift_is_mean_input_over_training_mean(dashboard: dict, tmp_path: Path) -> None:
+    """Two colours, two instances, no namespace label: alcohol at twice its training mean reads 2.0."""
+    (target,) = panel_by_topic(dashboard, "drift")["targets"]
+    series = {
+        # 4 rows a minute in all, alcohol summing to 40 a minute: a mean input of 10.
+        'wine_input_rows_total{job="wine", instance="a", color="red"}': "0+1x10",
+        'wine_input_rows_total{job="wine", instance="b", color="white"}': "0+3x10",
+        'wine_input_feature_sum_total{job="wine", instance="a", feature="alcohol"}': "0+10x10",
+        'wine_input_feature_sum_total{job="wine", instance="b", feature="alcohol"}': "0+30x10",
+        'wine_input_feature_sum_total{job="wine", instance="a", feature="density"}': "0+1x10",
+        'wine_input_feature_sum_total{job="wine", instance="b", feature="density"}': "0+3x10",
+        'wine_training_feature_mean{job="wine", instance="a", feature="alcohol"}': "5x10",
+        'wine_training_feature_mean{job="wine", instance="b", feature="alcohol"}': "5x10",
+        'wine_training_feature_mean{job="wine", instance="a", feature="density"}': "1x10",
+        'wine_training_feature_mean{job="wine", instance="b", feature="density"}': "1x10",
+        # Another job is filtered out.
+        'wine_input_rows_total{job="other", instance="c", color="red"}': "0+100x10",
+    }
+    evaluate(tmp_path, series, target["expr"], [('{feature="alcohol"}', 2.0), ('{feature="density"}', 1.0)])
+
+
+def test_error_ratio_is_zero_without_5xx(dashboard: dict, tmp_path: Path) -> None:
+    """No 5xx series at all must read 0 (not "no data"); 4xx is its own share."""
+    target = panel_by_topic(dashboard, "error ratio")["targets"][0]
+    assert target["legendFormat"] == "5xx share"
+    series = {
+        'http_requests_total{job="wine", instance="a", handler="/predict", method="POST", status="2xx"}': "0+30x10",
+        'http_requests_total{job="wine", instance="a", handler="/predict", method="POST", status="4xx"}': "0+10x10",
+    }
+    evaluate(tmp_path, series, target["expr"], [("{}", 0.0)])
+    series['http_requests_total{job="wine", instance="a", handler="/predict", method="POST", status="5xx"}'] = "0+10x10"
+    evaluate(tmp_path, series, target["expr"], [("{}", 0.2)])

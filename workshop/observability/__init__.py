@@ -1,0 +1,1 @@
+"""Observability as code: the Grafana dashboards and Prometheus alerts of the workshop's services."""
