@@ -8,12 +8,18 @@ differs. ``local`` runs everything as processes on 127.0.0.1.
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import yaml
+
+from workshop.observability.alerts import prometheus_rules
 from workshop.paths import project_root
 from workshop.process import ManagedProcess, free_port
+from workshop.prometheus import LocalPrometheus
 
 TARGETS = ("local", "kubernetes")
 
@@ -43,6 +49,10 @@ class Target(Protocol):
 
     def deploy_wine(self, model_dir: Path, *, wait_ready: bool = True, **settings: str) -> Deployment: ...
 
+    def start_monitoring(
+        self, *, rule_files: Sequence[Path] | None = None, hold_overrides: Mapping[str, str] | None = None
+    ) -> str: ...
+
     def teardown(self) -> None: ...
 
 
@@ -53,6 +63,7 @@ class LocalTarget:
     name: str = "local"
     log_dir: Path | None = None
     deployments: list[Deployment] = field(default_factory=list)
+    prometheus: LocalPrometheus | None = None
 
     def deploy_wine(
         self, model_dir: Path, *, port: int = 0, wait_ready: bool = True, timeout: float = 60.0, **settings: str
@@ -76,10 +87,45 @@ class LocalTarget:
         except BaseException:
             process.stop()
             raise
+        if self.prometheus is not None and self.prometheus.running:
+            self.prometheus.set_targets([d.url for d in self.deployments])
         return deployment
 
+    def start_monitoring(
+        self,
+        *,
+        rule_files: Sequence[Path] | None = None,
+        hold_overrides: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Start a Prometheus scraping every service of this target (and later ones); return its URL.
+
+        Without ``rule_files`` it loads the workshop's alert rules, rendered with ``hold_overrides``
+        ({alert name: duration}) so that a live demo need not wait the production ``for:`` holds.
+        Calling it again replaces the running Prometheus (and its data).
+        """
+        if self.prometheus is not None:
+            self.prometheus.stop()
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="wine-monitoring-", dir=self.log_dir))
+        if rule_files is None:
+            rules = workdir / "wine-alerts.rules.yml"
+            rules.write_text(yaml.safe_dump(prometheus_rules(dict(hold_overrides or {})), sort_keys=False))
+            rule_files = [rules]
+        elif hold_overrides:
+            raise ValueError("hold_overrides applies to the workshop's rules; pass it without rule_files")
+        self.prometheus = LocalPrometheus(
+            targets=[d.url for d in self.deployments], rule_files=[Path(p) for p in rule_files], workdir=workdir
+        )
+        self.prometheus.start(timeout=timeout)
+        return self.prometheus.url
+
     def teardown(self) -> None:
-        """Stop everything this target started; a second call is harmless."""
+        """Stop everything this target started, Prometheus first; a second call is harmless."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         while self.deployments:
             self.deployments.pop().stop()
 

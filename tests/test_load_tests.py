@@ -1,0 +1,241 @@
+"""The load test: its traffic is what it claims (valid, corrupted, drifted), its failures are loud,
+and the Kubernetes manifests that run it have the required structure.
+
+Locust is never imported in this process (gevent would monkey-patch the test session): the locustfile
+runs in subprocesses, through ``workshop.loadtest`` or a short ``python -c``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from app.wine.features import FEATURES
+from app.wine.schemas import WineInput
+from tests.conftest import PROJECT_ROOT, Scrape
+from workshop.loadtest import (
+    AGGREGATED,
+    LoadTestResult,
+    breaking_load,
+    locustfile,
+    main,
+    p99_by_users,
+    run_load_test,
+)
+from workshop.process import free_port
+from workshop.targets import LocalTarget
+
+K8S = PROJECT_ROOT / "k8s" / "load_tests"
+CORRUPTIONS = {"string", "negative", "impossible", "missing", "wrong_type"}
+FAST = {"users": 4, "spawn_rate": 4, "run_time_s": 8, "think_time_s": 0.05, "stop_timeout_s": 2}
+
+
+# --- the locustfile's request bodies, checked against the real schema ------------------------------
+
+_BODIES_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import locustfile as lf
+wine = {"fixed_acidity": 7.4, "volatile_acidity": 0.7, "citric_acid": 0.0, "residual_sugar": 1.9,
+        "chlorides": 0.076, "free_sulfur_dioxide": 11.0, "total_sulfur_dioxide": 34.0, "density": 0.9978,
+        "ph": 3.51, "sulphates": 0.56, "alcohol": 24.5, "color": "red"}
+fields = [*lf.FEATURE_NAMES, "color"]
+corrupted = [[kind, field, lf.corrupt(wine, kind, field)] for kind in lf.CORRUPTIONS for field in fields
+             if not (kind in ("negative", "impossible") and field == "color")]
+print(json.dumps({"corrupted": corrupted, "drifted": lf.drift(wine), "shifts": lf.DRIFT_SHIFTS}))
+"""
+
+
+@pytest.fixture(scope="module")
+def bodies() -> dict:
+    """Corrupted and drifted bodies made by the locustfile's own functions, in a separate interpreter."""
+    done = subprocess.run([sys.executable, "-c", _BODIES_SCRIPT, str(locustfile().parent)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_corruption_of_every_field_is_refused_by_the_schema(bodies):
+    kinds = set()
+    for kind, field, body in bodies["corrupted"]:
+        with pytest.raises(ValidationError) as caught:
+            WineInput.model_validate(body)
+        assert {e["loc"][0] for e in caught.value.errors()} == {field}, f"{kind} {field} must break only {field}"
+        kinds.add(kind)
+    assert kinds == CORRUPTIONS
+
+
+def test_drift_shifts_up_and_stays_valid(bodies):
+    drifted = WineInput.model_validate(bodies["drifted"])  # clipped: alcohol 24.5 + 1.5 stays <= 25
+    bounds = {f.name: f.maximum for f in FEATURES}
+    assert drifted.alcohol == bounds["alcohol"]
+    assert drifted.residual_sugar == pytest.approx(1.9 + bodies["shifts"]["residual_sugar"])
+    assert drifted.free_sulfur_dioxide <= drifted.total_sulfur_dioxide
+
+
+# --- reading results -------------------------------------------------------------------------------
+
+def test_step_table_reads_the_last_window_of_each_step_and_finds_the_breaking_load(tmp_path):
+    history = pd.DataFrame({
+        "seconds": [0, 5, 10, 15, 20], "users": [5, 5, 10, 10, 10], "endpoint": [AGGREGATED] * 5,
+        "rps": [50, 50, 90, 100, 110], "failures_per_s": [0] * 5,
+        "p50_ms": [5, 6, 30, 60, 70], "p95_ms": [9] * 5, "p99_ms": [20, 40, 250, 500, 400],
+    })
+    result = LoadTestResult(tmp_path, 0, pd.DataFrame(), pd.DataFrame(), history)
+    table = p99_by_users(result)
+    assert table.loc[5, "p99_ms"] == 40 and table.loc[10, "p99_ms"] == 400
+    assert table["meets_slo"].tolist() == [True, False]
+    assert breaking_load(table) == 10
+
+
+# --- real runs against the real service ------------------------------------------------------------
+
+def _run_against_service(model_dir: Path, results: Path, *, drift: bool) -> tuple[LoadTestResult, Scrape]:
+    """A fresh service instance (fresh counters), one short load test, then its /metrics."""
+    target = LocalTarget(log_dir=results / "logs")
+    try:
+        service = target.deploy_wine(model_dir)
+        result = run_load_test(service.url, results_dir=results, drift=drift, **FAST)
+        return result, Scrape(httpx.get(f"{service.url}/metrics", timeout=10).text)
+    finally:
+        target.teardown()
+
+
+@pytest.fixture(scope="module")
+def normal_run(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoadTestResult, Scrape]]:
+    yield _run_against_service(model_dir, tmp_path_factory.mktemp("load-normal"), drift=False)
+
+
+def _mean(scrape: Scrape, feature: str) -> float:
+    rows = sum(s.value for s in scrape.samples if s.name == "wine_input_rows_total")
+    return scrape.value("wine_input_feature_sum_total", feature=feature) / rows
+
+
+@pytest.mark.slow
+def test_a_short_run_has_no_failures_and_traffic_on_every_endpoint(normal_run):
+    result, _ = normal_run
+    assert result.returncode == 0
+    assert result.total_failures == 0 and result.failures.empty
+    endpoints = result.endpoints
+    expected = {"/health", "/predict", "/predict/batch"} | {f"/predict [corrupted: {k}]" for k in CORRUPTIONS}
+    assert set(endpoints.index) == expected
+    assert (endpoints["rps"] > 0).all(), endpoints["rps"]
+    assert result.html_report.is_file()
+    assert (result.history["endpoint"] == AGGREGATED).any()
+
+
+@pytest.mark.slow
+def test_every_corrupted_request_was_answered_422_and_counted_by_the_service(normal_run):
+    """Locust marks a corrupted request successful only on a 422 naming the field; the service agrees.
+
+    A user stopped mid-request when the run time is up may leave one request answered by the service but
+    never recorded by Locust: that is the only slack allowed between the two counts.
+    """
+    result, scrape = normal_run
+    corrupted = int(result.corrupted["requests"].sum())
+    assert corrupted > 0 and result.corrupted["failures"].sum() == 0
+    answered = {(s.labels["handler"], s.labels["status"]): s.value for s in scrape.samples
+                if s.name == "http_requests_total" and s.labels["handler"] not in ("/ready", "/metrics")}
+    assert not [key for key in answered if key[1] == "5xx"]
+    unrecorded = sum(answered.values()) - result.total_requests
+    assert 0 <= unrecorded <= FAST["users"]
+    client_errors = answered[("/predict", "4xx")]
+    assert corrupted <= client_errors <= corrupted + unrecorded
+    # One corrupted field per request: the service counted one rejected field per 4xx.
+    assert sum(s.value for s in scrape.samples if s.name == "wine_rejected_inputs_total") == client_errors
+
+
+@pytest.mark.slow
+def test_drifted_traffic_moves_the_input_means_up(normal_run, model_dir, tmp_path):
+    _, normal = normal_run
+    _, drifted = _run_against_service(model_dir, tmp_path, drift=True)
+    assert _mean(drifted, "alcohol") > _mean(normal, "alcohol") + 1.0
+    assert _mean(drifted, "residual_sugar") > _mean(normal, "residual_sugar") + 3.0
+
+
+@pytest.mark.slow
+def test_a_stopped_service_fails_the_run_loudly(tmp_path, capsys):
+    """Nothing listens on the port: the CLI exits non-zero and lists connection failures."""
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(["--host", url, "--users", "2", "--run-time", "3", "--think-time", "0.2",
+                 "--results", str(tmp_path)])
+    assert code != 0
+    message = capsys.readouterr().err
+    assert "failed (Locust exit code 1)" in message
+    assert "connection failed" in message and "connection refused" in message
+    assert (tmp_path / "locust_failures.csv").is_file()
+
+
+# --- Kubernetes manifests --------------------------------------------------------------------------
+
+def _documents() -> dict[str, dict]:
+    documents = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            documents[document["kind"]] = document
+    return documents
+
+
+def _containers(document: dict) -> list[dict]:
+    return document["spec"]["template"]["spec"]["containers"]
+
+
+def test_k8s_locustfile_is_a_copy_of_the_source():
+    assert (K8S / "locustfile.py").read_bytes() == locustfile().read_bytes(), (
+        "k8s/load_tests/locustfile.py is stale: cp load_tests/locustfile.py k8s/load_tests/locustfile.py"
+    )
+
+
+def test_k8s_manifests_parse_and_have_the_required_kinds():
+    documents = _documents()
+    assert set(documents) == {"Kustomization", "Job", "Deployment", "Service"}
+    kustomization = documents["Kustomization"]
+    assert kustomization["namespace"], "the namespace comes from the kustomization"
+    for name in kustomization["resources"]:
+        assert (K8S / name).is_file()
+    for generator in kustomization["configMapGenerator"]:
+        for name in generator.get("files", []) + generator.get("envs", []):
+            assert (K8S / name).is_file(), "kustomize only loads files inside its root"
+
+
+def test_k8s_master_job_is_bounded_and_headless():
+    job = _documents()["Job"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    args = _containers(job)[0]["args"]
+    assert "--master" in args and "--headless" in args and "--exit-code-on-error" in args
+
+
+def test_k8s_host_and_load_come_from_configuration():
+    settings = dict(line.split("=", 1) for line in (K8S / "settings.env").read_text().split() if "=" in line)
+    assert settings["LOCUST_HOST"].startswith("http") and settings["LOCUST_RUN_TIME"]
+    generated = {g["name"] for g in _documents()["Kustomization"]["configMapGenerator"]}
+    for kind in ("Job", "Deployment"):
+        container = _containers(_documents()[kind])[0]
+        assert {"configMapRef": {"name": "locust-settings"}} in container["envFrom"]
+        assert "http://" not in yaml.safe_dump(_documents()[kind]), f"{kind} hard-codes a host"
+        volumes = _documents()[kind]["spec"]["template"]["spec"]["volumes"]
+        assert {v["configMap"]["name"] for v in volumes if "configMap" in v} <= generated
+    worker_env = {e["name"]: e["value"] for e in _containers(_documents()["Deployment"])[0]["env"]}
+    assert worker_env["LOCUST_MASTER_NODE_HOST"] == _documents()["Service"]["metadata"]["name"]
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_k8s_pods_have_resources_and_run_as_non_root(kind):
+    pod = _documents()[kind]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        assert set(container["resources"]) == {"requests", "limits"}
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]

@@ -1,0 +1,245 @@
+"""A Grafana dashboard drawn with matplotlib, from the dashboard's own JSON.
+
+The workshop has no Grafana on the local target, yet the notebook should show
+what the dashboard will show. So the queries are read from the JSON file that
+Grafana imports (never from a second copy that could drift from it), Grafana's
+variables are substituted, each query is run against a real Prometheus, and
+each panel drawn as Grafana would, roughly: time series as lines (with the
+panel's legend format), heatmaps as bucket counts over time, stats as the last
+value. It works on any dashboard whose panels have ``targets[].expr``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.dates import DateFormatter
+from matplotlib.figure import Figure
+
+from workshop.prometheus import query_range
+
+DEFAULT_VARIABLES = {"job": "wine", "namespace": ".*", "datasource": "prometheus"}
+# ${name}, ${name:format}, $name and the old [[name]]: Grafana's variable syntaxes.
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+_LEGEND = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+STAT_TYPES = {"stat", "singlestat", "gauge", "bargauge", "table"}
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One target of one panel, with Grafana's variables already substituted."""
+
+    panel: str
+    panel_type: str
+    ref_id: str
+    expr: str
+    legend: str
+    heatmap: bool
+    unit: str
+
+
+def seconds(duration: str) -> float:
+    """Prometheus/Grafana duration (``1m30s``, ``5s``) in seconds."""
+    parts = _DURATION.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(float(number) * _SECONDS[unit] for number, unit in parts)
+
+
+def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, in order: top-level ones, those inside (collapsed) rows, and old-style ``rows[].panels``."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])  # a collapsed row keeps its panels inside it
+    for row in dashboard.get("rows", []):
+        yield from row.get("panels", [])
+
+
+def template_defaults(dashboard: Mapping[str, Any]) -> dict[str, str]:
+    """A value for each dashboard variable: its current value, or ``.*`` for "All" (what Grafana sends)."""
+    values = {}
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "datasource":
+            continue
+        current = (variable.get("current") or {}).get("value")
+        if isinstance(current, list):
+            current = current[0] if len(current) == 1 else None
+        all_value = variable.get("allValue") or ".*"
+        values[variable["name"]] = all_value if current in (None, "", "$__all") else str(current)
+    return values
+
+
+def substitute(expr: str, variables: Mapping[str, str]) -> str:
+    """Replace Grafana variables in ``expr``; unknown ones are left as they are (the query will say so)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group is not None)
+        return str(variables.get(name, match.group(0)))
+
+    return _VARIABLE.sub(replace, expr)
+
+
+def legend(fmt: str, labels: Mapping[str, Any]) -> str:
+    """Grafana's ``legendFormat``: ``{{label}}`` replaced by the series' label; empty means all labels."""
+    present = {k: v for k, v in labels.items() if isinstance(v, str)}
+    if fmt and fmt != "__auto":
+        return _LEGEND.sub(lambda m: present.get(m.group(1), ""), fmt)
+    name = present.pop("__name__", "")
+    inner = ", ".join(f'{k}="{v}"' for k, v in sorted(present.items()))
+    return f"{name}{{{inner}}}" if inner or not name else name
+
+
+def panel_queries(
+    dashboard: Mapping[str, Any],
+    variables: Mapping[str, str] | None = None,
+    rate_interval: str = "20s",
+    interval: str = "5s",
+    time_range: str = "5m",
+) -> list[PanelQuery]:
+    """Every query of the dashboard, ready to run: variables and Grafana's ``$__*`` intervals substituted."""
+    values = {**template_defaults(dashboard), **DEFAULT_VARIABLES, **(variables or {}),
+              "__rate_interval": rate_interval, "__interval": interval, "__range": time_range}
+    queries = []
+    for panel in panels(dashboard):
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        for target in panel.get("targets", []):
+            if not target.get("expr") or target.get("hide"):
+                continue
+            queries.append(PanelQuery(
+                panel=panel.get("title", ""), panel_type=panel.get("type", "timeseries"),
+                ref_id=target.get("refId", "A"), expr=substitute(target["expr"], values),
+                legend=target.get("legendFormat", ""),
+                heatmap=panel.get("type") == "heatmap" or target.get("format") == "heatmap", unit=unit,
+            ))
+    return queries
+
+
+def _series(frame: pd.DataFrame) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
+    """A query_range frame split into its series: (labels, rows sorted by time)."""
+    labels = [c for c in frame.columns if c not in ("timestamp", "value")]
+    if not labels:
+        yield {}, frame.sort_values("timestamp")
+        return
+    for key, rows in frame.groupby(labels, dropna=False, sort=True):
+        values = dict(zip(labels, key if isinstance(key, tuple) else (key,), strict=True))
+        yield values, rows.sort_values("timestamp")
+
+
+def _format(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if unit == "percentunit":
+        return f"{value:.1%}"
+    if unit == "s":
+        return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
+    return f"{value:.3g}{' ' + unit if unit and unit not in ('short', 'none') else ''}"
+
+
+def _bucket_bound(le: object) -> float:
+    return math.inf if str(le) in ("+Inf", "inf") else float(str(le))
+
+
+def _draw_heatmap(axes: Axes, frame: pd.DataFrame) -> None:
+    """Cumulative ``le`` buckets -> count per bucket and time step, as an image (darker: more)."""
+    grid = frame.pivot_table(index="le", columns="timestamp", values="value", aggfunc="sum")
+    grid = grid.loc[sorted(grid.index, key=_bucket_bound)]
+    counts = np.clip(np.diff(grid.to_numpy(), axis=0, prepend=0), 0, None)  # cumulative -> per bucket
+    times = grid.columns
+    axes.imshow(counts, aspect="auto", origin="lower", cmap="Oranges", interpolation="nearest",
+                extent=(0, len(times), 0, len(grid.index)))
+    ticks = range(0, len(grid.index), max(1, len(grid.index) // 6))
+    axes.set_yticks([t + 0.5 for t in ticks], [str(grid.index[t]) for t in ticks])
+    axes.set_ylabel("le (bucket upper bound)")
+    xticks = range(0, len(times), max(1, len(times) // 4))
+    axes.set_xticks([t + 0.5 for t in xticks], [times[t].strftime("%H:%M:%S") for t in xticks])
+
+
+def _stat_lines(query: PanelQuery, frame: pd.DataFrame) -> list[str]:
+    """A stat panel's numbers: the last value of each series, with its legend."""
+    return [f"{legend(query.legend, labels) or query.ref_id}: {_format(rows['value'].iloc[-1], query.unit)}"
+            for labels, rows in _series(frame)]
+
+
+def _draw_panel(axes: Axes, results: list[tuple[PanelQuery, pd.DataFrame]]) -> None:
+    """One subplot from the results of all the panel's queries."""
+    first = results[0][0]
+    if all(frame.empty for _, frame in results):
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes, color="grey")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        return
+    if first.panel_type in STAT_TYPES:
+        lines = [line for query, frame in results for line in _stat_lines(query, frame)]
+        axes.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", transform=axes.transAxes,
+                  fontsize=14 if len(lines) == 1 else 9)
+        axes.set_axis_off()
+        return
+    for query, frame in results:
+        if query.heatmap and "le" in frame.columns:
+            _draw_heatmap(axes, frame)
+            continue
+        for labels, rows in _series(frame):
+            sparse = len(rows) < 20  # a short range: show each point, or a lone one would be invisible
+            axes.plot(rows["timestamp"], rows["value"], label=legend(query.legend, labels) or query.ref_id,
+                      marker="o" if sparse else None, markersize=3)
+    if axes.lines:
+        axes.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
+    axes.tick_params(axis="x", labelrotation=20, labelsize=7)
+    if first.unit not in ("", "none", "short") and not first.heatmap:
+        axes.set_ylabel(first.unit)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="upper left")
+
+
+def preview_dashboard(
+    dashboard_path: Path | str,
+    prometheus_url: str,
+    start: datetime,
+    end: datetime | None = None,
+    step: str = "5s",
+    variables: Mapping[str, str] | None = None,
+    rate_interval: str | None = None,
+    only: Iterable[str] | None = None,
+    columns: int = 2,
+) -> Figure:
+    """Each panel of the dashboard (those whose title contains one of ``only``, if given) as a subplot.
+
+    ``$__rate_interval`` defaults to four steps, what Grafana uses at a 1 s scrape interval: every
+    rate() window then holds several scrapes.
+    """
+    dashboard = json.loads(Path(dashboard_path).read_text())
+    end = end or datetime.now(tz=start.tzinfo)
+    rate_interval = rate_interval or f"{round(4 * seconds(step))}s"
+    queries = panel_queries(dashboard, variables, rate_interval=rate_interval, interval=step,
+                            time_range=f"{max(1, round((end - start).total_seconds()))}s")
+    wanted = list(only or [])
+    if wanted:
+        queries = [q for q in queries if any(w.lower() in q.panel.lower() for w in wanted)]
+    titles = list(dict.fromkeys(q.panel for q in queries))
+    rows = max(1, math.ceil(len(titles) / columns))
+    figure = Figure(figsize=(6 * min(columns, max(1, len(titles))), 3.2 * rows), layout="constrained")
+    grid = figure.subplots(rows, min(columns, max(1, len(titles))), squeeze=False).ravel()
+    for axes in grid[len(titles):]:
+        axes.set_axis_off()
+    for axes, title in zip(grid, titles, strict=False):
+        results = [(q, query_range(prometheus_url, q.expr, start, end, step)) for q in queries if q.panel == title]
+        _draw_panel(axes, results)
+        axes.set_title(title, fontsize=10)
+    return figure
+
+
+def recent(minutes: float) -> datetime:
+    """``minutes`` ago, timezone-aware: a convenient ``start``."""
+    return datetime.now().astimezone() - timedelta(minutes=minutes)

@@ -1,0 +1,278 @@
+"""A real Prometheus on 127.0.0.1, and the few queries the notebooks need.
+
+The dashboards and alerts of the workshop are PromQL; the only honest test of
+PromQL is a real Prometheus scraping a real service. :class:`LocalPrometheus`
+runs the ``prometheus`` binary with a generated config (scrape every second,
+evaluate rules every second) and throw-away storage, so a notebook sees its
+traffic on a graph within seconds and an alert can fire within a minute.
+
+Queries go through prometheus-api-client and come back as pandas frames: one
+column per label, then ``timestamp`` (UTC) and ``value``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pandas as pd
+import yaml
+from prometheus_api_client import PrometheusConnect
+
+from workshop.process import ManagedProcess, ProcessError, free_port
+
+INSTALL_HINT = (
+    "Install Prometheus: on Debian/Ubuntu `sudo apt-get install prometheus`, on macOS `brew install prometheus`, "
+    "or put the binary from https://prometheus.io/download/ on PATH."
+)
+JOB = "wine"
+
+T = TypeVar("T")
+
+
+class PrometheusNotInstalledError(RuntimeError):
+    """No ``prometheus`` binary on PATH; the message says how to install one."""
+
+
+def find_prometheus(binary: str = "prometheus") -> str:
+    """The path of the Prometheus server binary, or an error with the install command."""
+    path = shutil.which(binary)
+    if path is None:
+        raise PrometheusNotInstalledError(f"`{binary}` was not found on PATH. {INSTALL_HINT}")
+    return path
+
+
+def scrape_target(url: str) -> str:
+    """``http://127.0.0.1:8000`` -> ``127.0.0.1:8000``: Prometheus targets are host:port."""
+    parts = urlsplit(url if "//" in url else f"http://{url}")
+    if not parts.netloc:
+        raise ValueError(f"not a service URL: {url!r}")
+    return parts.netloc
+
+
+def prometheus_config(
+    targets: Sequence[str], rule_files: Sequence[Path] = (), *, job: str = JOB, interval: str = "1s"
+) -> dict:
+    """A config scraping ``targets`` (service URLs) as ``job`` and evaluating ``rule_files``, every ``interval``.
+
+    One second is far shorter than production (15-60 s), so that a workshop sees its traffic at once.
+    """
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [str(Path(path).resolve()) for path in rule_files],
+        "scrape_configs": [{
+            "job_name": job,
+            "metrics_path": "/metrics",
+            "static_configs": [{"targets": [scrape_target(url) for url in targets]}],
+        }],
+    }
+
+
+@dataclass
+class LocalPrometheus:
+    """``prometheus`` as a child process scraping ``targets``; storage in a temporary folder.
+
+    Use it as a context manager, or ``start()`` / ``stop()``. ``set_targets`` changes what is
+    scraped while it runs (config rewritten, then ``/-/reload``).
+    """
+
+    targets: list[str] = field(default_factory=list)
+    rule_files: list[Path] = field(default_factory=list)
+    interval: str = "1s"
+    port: int = 0
+    workdir: Path | None = None
+    binary: str = "prometheus"
+    process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("Prometheus has not been started yet")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    @property
+    def config_path(self) -> Path:
+        return self._workdir() / "prometheus.yml"
+
+    def _workdir(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="wine-prometheus-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
+
+    def _write_config(self) -> None:
+        config = prometheus_config(self.targets, self.rule_files, interval=self.interval)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, timeout: float = 30.0) -> LocalPrometheus:
+        """Start; return once ``/-/ready`` answers 200 and every target has been scraped once.
+
+        The first scrape takes a few seconds (Prometheus batches discovery updates every 5 s). Waiting
+        for it matters: ``rate()`` and ``increase()`` count from the first sample, so traffic sent
+        before it would never show up.
+        """
+        if self.running:
+            return self
+        binary = find_prometheus(self.binary)
+        self.port = self.port or free_port()
+        self._write_config()
+        argv = [
+            binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self._workdir() / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",  # POST /-/reload after set_targets
+            "--storage.tsdb.retention.time=1d",
+        ]
+        self.process = ManagedProcess("prometheus", argv, cwd=self._workdir(),
+                                      log_path=self._workdir() / "prometheus.log").start()
+        try:
+            self.process.wait_for_http(f"{self.url}/-/ready", timeout=timeout)
+            self.wait_until_scraped(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def unscraped(self) -> str | None:
+        """Which targets have no successful scrape yet (None when all have one)."""
+        active = httpx.get(f"{self.url}/api/v1/targets", timeout=5.0).json()["data"]["activeTargets"]
+        health = {target["labels"].get("instance"): target["health"] for target in active}
+        waiting = [t for t in map(scrape_target, self.targets) if health.get(t) != "up"]
+        return f"not scraped yet: {', '.join(waiting)}" if waiting else None
+
+    def wait_until_scraped(self, timeout: float = 30.0) -> None:
+        if self.process is not None:
+            self.process.wait_until(self.unscraped, timeout, "scraping every target")
+
+    def set_targets(self, targets: Sequence[str], timeout: float = 30.0) -> None:
+        """Scrape these service URLs from now on; if running, return once each has been scraped."""
+        self.targets = list(targets)
+        if not self.running:
+            return
+        self._write_config()
+        response = httpx.post(f"{self.url}/-/reload", timeout=10.0)
+        if response.status_code != 200:
+            raise ProcessError(f"Prometheus refused the new config: HTTP {response.status_code} {response.text}")
+        self.wait_until_scraped(timeout)
+
+    def stop(self) -> int | None:
+        """Stop the server and delete its storage; the config and log stay for inspection."""
+        code = self.process.stop() if self.process is not None else None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir / "data", ignore_errors=True)
+        return code
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.process.log_tail(lines) if self.process else ""
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def connect(url: str) -> PrometheusConnect:
+    return PrometheusConnect(url=url, disable_ssl=True, timeout=10)
+
+
+def _frame(results: list[dict]) -> pd.DataFrame:
+    """Prometheus' ``result`` list (vector or matrix) as one row per sample."""
+    rows = []
+    for series in results:
+        labels = series.get("metric", {})
+        samples = series["values"] if "values" in series else [series["value"]]
+        rows.extend({**labels, "timestamp": stamp, "value": float(value)} for stamp, value in samples)
+    if not rows:
+        return pd.DataFrame(columns=["timestamp", "value"])
+    frame = pd.DataFrame(rows)
+    milliseconds = (frame["timestamp"].astype(float) * 1000).round().astype("int64")
+    frame["timestamp"] = pd.to_datetime(milliseconds, unit="ms", utc=True)
+    columns = [c for c in frame.columns if c not in ("timestamp", "value")]
+    return frame[[*columns, "timestamp", "value"]]
+
+
+def query(url: str, promql: str, at: datetime | None = None) -> pd.DataFrame:
+    """An instant query: one row per series. A PromQL error raises PrometheusApiClientException."""
+    params = {"time": at.timestamp()} if at is not None else None
+    with connect(url) as prometheus:
+        return _frame(prometheus.custom_query(promql, params=params))
+
+
+def query_range(url: str, promql: str, start: datetime, end: datetime, step: str = "5s") -> pd.DataFrame:
+    """A range query (what a graph panel runs): one row per series and step."""
+    with connect(url) as prometheus:
+        return _frame(prometheus.custom_query_range(promql, start_time=start, end_time=end, step=step))
+
+
+def alerts(url: str) -> pd.DataFrame:
+    """The alerts Prometheus holds now (``/api/v1/alerts``): pending while their ``for:`` runs, then firing."""
+    response = httpx.get(f"{url.rstrip('/')}/api/v1/alerts", timeout=10.0)
+    response.raise_for_status()
+    rows = [
+        {
+            "name": alert["labels"].get("alertname", ""),
+            "state": alert["state"],
+            "active_at": pd.Timestamp(alert["activeAt"]) if alert.get("activeAt") else pd.NaT,
+            "value": float(alert["value"]) if alert.get("value") not in (None, "") else float("nan"),
+            "labels": {k: v for k, v in alert["labels"].items() if k != "alertname"},
+            "summary": alert.get("annotations", {}).get("summary", ""),
+        }
+        for alert in response.json()["data"]["alerts"]
+    ]
+    return pd.DataFrame(rows, columns=["name", "state", "active_at", "value", "labels", "summary"])
+
+
+def next_scrape(url: str, job: str = JOB, timeout: float = 15.0) -> None:
+    """Return once every target of ``job`` has been scraped after this call.
+
+    Counters that first appear with traffic (a new status or reason label) start at their first
+    scraped value: ``rate()`` only sees what they gain after it. Waiting for a scrape between rounds
+    of traffic makes every round show on the graphs.
+    """
+    since = time.time()
+    expr = f'min(timestamp(up{{job="{job}"}}))'
+    wait_for(lambda: (frame := query(url, expr)).size and frame["value"].iloc[0] > since, timeout,
+             f"a scrape of job {job!r}", interval=0.2)
+
+
+def _truthy(result: object) -> bool:
+    """A frame is "done" when it has rows (``bool(frame)`` would raise)."""
+    if isinstance(result, pd.DataFrame | pd.Series):
+        return not result.empty
+    return bool(result)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass.
+
+    Exceptions count as "not yet" (Prometheus may still be starting); the last one is
+    reported in the TimeoutError, with ``what`` was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = "never checked"
+    while True:
+        try:
+            result = predicate()
+        except Exception as error:  # noqa: BLE001 - reported below if it never succeeds
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if _truthy(result):
+                return result
+            last = f"last result {result!r}"
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} ({last})")
+        time.sleep(interval)
