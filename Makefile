@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps workshop test lint lab bench model refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps workshop test lint lab bench model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -51,6 +51,11 @@ model: artifacts/wine/model_card.json
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
+
+# Dashboards and alert rules are generated from workshop/observability/; tests fail when they are stale.
+generate: $(STAMP)
+	$(BIN)/python -m workshop.observability.dashboards
+	$(BIN)/python -m workshop.observability.alerts
 
 # After changing a notebook: execute all, then keep only the outputs nbval checks in notebooks/.
 refresh-notebooks: workshop
