@@ -87,31 +87,29 @@ def split(frame: pd.DataFrame) -> Split:
     )
 
 
-def single_row_latency_ms(predict, X: np.ndarray, repeats: int = 200) -> float:
-    """Median wall time of predicting one row, after a warm-up."""
-    rows = [X[i : i + 1] for i in range(min(repeats, len(X)))]
-    for row in rows[:10]:
-        predict(row)
+def median_latency_ms(predict, inputs: list[np.ndarray], warmup: int = 5) -> float:
+    """Median wall time of ``predict`` over ``inputs``, after a few warm-up calls."""
+    for item in inputs[:warmup]:
+        predict(item)
     timings = []
-    for row in rows:
+    for item in inputs:
         start = time.perf_counter()
-        predict(row)
+        predict(item)
         timings.append(time.perf_counter() - start)
     return float(np.median(timings) * 1000)
+
+
+def single_row_latency_ms(predict, X: np.ndarray, repeats: int = 200) -> float:
+    """One row at a time: what a single /predict costs the model."""
+    return median_latency_ms(predict, [X[i : i + 1] for i in range(min(repeats, len(X)))])
 
 
 def batch_latency_ms(predict, X: np.ndarray, rows: int = BATCH_ROWS, repeats: int = 100) -> float:
-    """Median wall time of predicting ``rows`` different rows at once (seeded draws)."""
+    """``rows`` different rows at once (seeded draws, so the cache is not warmed by repeats)."""
     rng = np.random.default_rng(SEED)
-    batches = [X[rng.choice(len(X), size=min(rows, len(X)), replace=False)] for _ in range(repeats)]
-    for batch in batches[:5]:
-        predict(batch)
-    timings = []
-    for batch in batches:
-        start = time.perf_counter()
-        predict(batch)
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings) * 1000)
+    return median_latency_ms(
+        predict, [X[rng.choice(len(X), size=min(rows, len(X)), replace=False)] for _ in range(repeats)]
+    )
 
 
 @dataclass
