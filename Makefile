@@ -56,6 +56,7 @@ bench: $(STAMP) system-deps model
 generate: $(STAMP)
 	$(BIN)/python -m workshop.observability.dashboards
 	$(BIN)/python -m workshop.observability.alerts
+	$(BIN)/python -m workshop.observability.k8s_dashboards
 
 # After changing a notebook: execute all, then keep only the outputs nbval checks in notebooks/.
 refresh-notebooks: workshop
