@@ -30,8 +30,7 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
-import yaml
-
+from workshop.observability import generated_yaml
 from workshop.paths import project_root
 
 JOB = "wine"
@@ -318,22 +317,9 @@ def prometheus_rule_manifest(namespace: str = "wine-workshop") -> dict[str, Any]
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the expressions) as literal blocks, so the files read like hand-written PromQL."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
 def to_yaml(document: dict[str, Any]) -> str:
     """The YAML text of a generated file, header included; deterministic, so ``--check`` can compare text."""
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
-    return GENERATED_HEADER + body
+    return generated_yaml.to_yaml(document, GENERATED_HEADER)
 
 
 def generated_files() -> dict[Path, str]:

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from workshop.observability import generated_yaml
 from workshop.paths import project_root
 
 DASHBOARDS_DIR = Path("dashboards")
@@ -74,22 +73,9 @@ def configmap(files: dict[str, str]) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the JSON) as literal blocks, so the manifest diffs like the JSON it holds."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
 def to_yaml(document: dict[str, Any]) -> str:
     """The manifest's text, header included; deterministic, so ``--check`` can compare text."""
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
-    return GENERATED_HEADER + body
+    return generated_yaml.to_yaml(document, GENERATED_HEADER)
 
 
 def render(root: Path) -> str:
