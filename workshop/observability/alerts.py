@@ -21,7 +21,6 @@ treat it as empty on both sides, so the same expression works on both targets. O
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
-from workshop.observability import generated_yaml
+from workshop.observability import generated
 from workshop.paths import project_root
 
 JOB = "wine"
@@ -319,49 +318,29 @@ def prometheus_rule_manifest(namespace: str = "wine-workshop") -> dict[str, Any]
 
 def to_yaml(document: dict[str, Any]) -> str:
     """The YAML text of a generated file, header included; deterministic, so ``--check`` can compare text."""
-    return generated_yaml.to_yaml(document, GENERATED_HEADER)
+    return generated.to_yaml(document, GENERATED_HEADER)
 
 
-def generated_files() -> dict[Path, str]:
-    """Each generated file (relative to the project root) and the text it must have."""
+def generated_files(root: Path) -> dict[Path, str]:
+    """Each generated file under ``root`` and the text it must have."""
     return {
-        RULES_FILE: to_yaml(prometheus_rules()),
-        MANIFEST_FILE: to_yaml(prometheus_rule_manifest()),
+        root / RULES_FILE: to_yaml(prometheus_rules()),
+        root / MANIFEST_FILE: to_yaml(prometheus_rule_manifest()),
     }
 
 
 def stale_files(root: Path) -> list[Path]:
-    """The generated files under ``root`` that are missing or differ from what the source renders."""
-    return [
-        path for path, text in generated_files().items()
-        if not (root / path).is_file() or (root / path).read_text(encoding="utf-8") != text
-    ]
-
-
-def write_files(root: Path) -> list[Path]:
-    """Write every generated file under ``root``; returns the paths written."""
-    for path, text in generated_files().items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text, encoding="utf-8")
-    return list(generated_files())
+    """The generated files under ``root`` that are missing or out of date with this source."""
+    return generated.stale(generated_files(root))
 
 
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workshop.observability.alerts",
+    return generated.cli(
+        argv,
+        module="workshop.observability.alerts",
         description="Write the wine service's Prometheus rules file and PrometheusRule manifest.",
+        files=lambda _args: generated_files(root or project_root()),
     )
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
-    args = parser.parse_args(argv)
-    root = root or project_root()
-    if args.check:
-        stale = stale_files(root)
-        for path in stale:
-            print(f"{path} is stale: run python -m workshop.observability.alerts", file=sys.stderr)
-        return 1 if stale else 0
-    for path in write_files(root):
-        print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

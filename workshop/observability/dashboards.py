@@ -28,6 +28,7 @@ from grafana_foundation_sdk.models import dashboard as models
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from workshop.observability import generated
 from workshop.paths import project_root
 
 DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -446,40 +447,22 @@ def dashboards_dir() -> Path:
     return project_root() / "dashboards"
 
 
-def stale_files(folder: Path) -> list[Path]:
-    """Committed dashboards that differ from (or are missing against) what the builders produce now."""
-    return [
-        folder / name
-        for name, build in DASHBOARDS.items()
-        if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != render(build())
-    ]
-
-
-def write_all(folder: Path) -> list[Path]:
-    """Write every dashboard; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, build in DASHBOARDS.items():
-        path = folder / name
-        path.write_text(render(build()), encoding="utf-8")
-        written.append(path)
-    return written
+def generated_files(folder: Path) -> dict[Path, str]:
+    """Each dashboard file in ``folder`` and the text its builder produces now."""
+    return {folder / name: render(build()) for name, build in DASHBOARDS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a committed file is stale")
-    parser.add_argument("--out", type=Path, default=None, help="folder to write to (default: dashboards/)")
-    args = parser.parse_args(argv)
-    folder = args.out or dashboards_dir()
-    if args.check:
-        stale = stale_files(folder)
-        for path in stale:
-            print(f"stale: {path} (run `python -m workshop.observability.dashboards`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path in write_all(folder):
-        print(f"wrote {path}")
-    return 0
+    def add_out(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", type=Path, default=None, help="folder to write to (default: dashboards/)")
+
+    return generated.cli(
+        argv,
+        module="workshop.observability.dashboards",
+        description=__doc__.splitlines()[0],
+        files=lambda args: generated_files(args.out or dashboards_dir()),
+        add_arguments=add_out,
+    )
 
 
 if __name__ == "__main__":
