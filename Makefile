@@ -11,6 +11,9 @@ NAMESPACE ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov pins its dependencies too tightly to share the project's venv: it gets one of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
@@ -23,10 +26,15 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[workshop,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[workshop,llm,dev]"
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(CHECKOV_STAMP): constraints-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -c constraints-checkov.txt checkov
+	@touch $(CHECKOV_STAMP)
+
+install: $(STAMP) $(CHECKOV_STAMP)
 
 # Binaries the local target needs; installed with apt-get when running as root on Debian/Ubuntu.
 system-deps:
@@ -38,7 +46,7 @@ workshop: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) $(CHECKOV_STAMP) system-deps lint
 	$(BIN)/python -m pytest $(NBVAL) tests notebooks
 
 lab: $(STAMP)
@@ -66,9 +74,12 @@ clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CHECKOV_VENV)
 
 # Record the exact versions of the current environment (after a deliberate upgrade, and a green make test).
 constraints: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' \
+	  | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+	{ sed -n '1,2p' constraints-checkov.txt; $(CHECKOV_VENV)/bin/python -m pip freeze | sort; } > constraints-checkov.txt.new
+	mv constraints-checkov.txt.new constraints-checkov.txt
