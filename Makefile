@@ -2,6 +2,7 @@
 #
 #   make workshop   run every notebook with papermill (TARGET=local|kubernetes), results in build/
 #   make test       the whole test suite, notebooks included
+#   make test-cluster  the tests marked cluster, against the cluster in your kubeconfig
 #   make lab        open JupyterLab on the notebooks
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 
@@ -17,7 +18,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps workshop test lint lab bench model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps workshop test test-cluster lint lab bench model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -47,7 +48,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) $(CHECKOV_STAMP) system-deps lint
-	$(BIN)/python -m pytest $(NBVAL) tests notebooks
+	$(BIN)/python -m pytest -m "not cluster" $(NBVAL) tests notebooks
+
+# Against the cluster in the current kubeconfig (minikube, kind or a real one): the notebooks on target=kubernetes.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster tests
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
