@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,21 +58,37 @@ def scrape_target(url: str) -> str:
     return parts.netloc
 
 
-def prometheus_config(
-    targets: Sequence[str], rule_files: Sequence[Path] = (), *, job: str = JOB, interval: str = "1s"
-) -> dict:
-    """A config scraping ``targets`` (service URLs) as ``job`` and evaluating ``rule_files``, every ``interval``.
+Targets = Sequence[str] | Mapping[str, Sequence[str]]
 
-    One second is far shorter than production (15-60 s), so that a workshop sees its traffic at once.
+
+def by_job(targets: Targets, job: str = JOB) -> dict[str, list[str]]:
+    """Service URLs grouped by job: a plain list is all ``job``; a mapping is {job: URLs} already."""
+    if isinstance(targets, Mapping):
+        return {name: list(urls) for name, urls in targets.items()}
+    return {job: list(targets)}
+
+
+def prometheus_config(
+    targets: Targets, rule_files: Sequence[Path] = (), *, job: str = JOB, interval: str = "1s"
+) -> dict:
+    """A config scraping ``targets`` and evaluating ``rule_files``, every ``interval``.
+
+    ``targets`` is a list of service URLs (scraped as ``job``) or {job: URLs}: each service gets its own
+    ``job`` label (``wine``, ``llm``), which is what the dashboards and alerts select on, as on the cluster
+    where the job is the Service's name. One second is far shorter than production (15-60 s), so that a
+    workshop sees its traffic at once.
     """
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(Path(path).resolve()) for path in rule_files],
-        "scrape_configs": [{
-            "job_name": job,
-            "metrics_path": "/metrics",
-            "static_configs": [{"targets": [scrape_target(url) for url in targets]}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": name,
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [scrape_target(url) for url in urls]}],
+            }
+            for name, urls in by_job(targets, job).items()
+        ],
     }
 
 
@@ -84,7 +100,7 @@ class LocalPrometheus:
     scraped while it runs (config rewritten, then ``/-/reload``).
     """
 
-    targets: list[str] = field(default_factory=list)
+    targets: list[str] | dict[str, list[str]] = field(default_factory=list)  # URLs (job "wine") or {job: URLs}
     rule_files: list[Path] = field(default_factory=list)
     interval: str = "1s"
     port: int = 0
@@ -150,16 +166,17 @@ class LocalPrometheus:
         """Which targets have no successful scrape yet (None when all have one)."""
         active = httpx.get(f"{self.url}/api/v1/targets", timeout=5.0).json()["data"]["activeTargets"]
         health = {target["labels"].get("instance"): target["health"] for target in active}
-        waiting = [t for t in map(scrape_target, self.targets) if health.get(t) != "up"]
+        urls = [url for group in by_job(self.targets).values() for url in group]
+        waiting = [t for t in map(scrape_target, urls) if health.get(t) != "up"]
         return f"not scraped yet: {', '.join(waiting)}" if waiting else None
 
     def wait_until_scraped(self, timeout: float = 30.0) -> None:
         if self.process is not None:
             self.process.wait_until(self.unscraped, timeout, "scraping every target")
 
-    def set_targets(self, targets: Sequence[str], timeout: float = 30.0) -> None:
-        """Scrape these service URLs from now on; if running, return once each has been scraped."""
-        self.targets = list(targets)
+    def set_targets(self, targets: Targets, timeout: float = 30.0) -> None:
+        """Scrape these service URLs (or {job: URLs}) from now on; if running, return once each has been scraped."""
+        self.targets = by_job(targets) if isinstance(targets, Mapping) else list(targets)
         if not self.running:
             return
         self._write_config()

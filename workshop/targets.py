@@ -2,7 +2,8 @@
 
 Notebook cells call :func:`get_target` and the methods of :class:`Target`, so
 the narrative is the same on a laptop and on a cluster; only the plumbing
-differs. ``local`` runs everything as processes on 127.0.0.1.
+differs. ``local`` runs everything as processes on 127.0.0.1; ``kubernetes`` (``workshop.k8s``) runs it on
+the cluster of the current kubeconfig.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Target(Protocol):
 
     def deploy_wine(self, model_dir: Path, *, wait_ready: bool = True, **settings: str) -> Deployment: ...
 
+    def deploy_llm(
+        self, models_dir: Path | None = None, *, default_model: str | None = None, **settings: str
+    ) -> Deployment: ...
+
     def start_monitoring(
         self, *, rule_files: Sequence[Path] | None = None, hold_overrides: Mapping[str, str] | None = None
     ) -> str: ...
@@ -87,9 +92,51 @@ class LocalTarget:
         except BaseException:
             process.stop()
             raise
-        if self.prometheus is not None and self.prometheus.running:
-            self.prometheus.set_targets([d.url for d in self.deployments])
+        self._update_scraping()
         return deployment
+
+    def deploy_llm(
+        self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
+        timeout: float = 300.0, **settings: str,
+    ) -> Deployment:
+        """Start ``uvicorn app.llm.api:app``; wait for /ready when a default model is given, else /health.
+
+        ``models_dir`` is ``LLM_MODELS_DIR`` (where models are looked up), ``default_model`` is
+        ``LLM_DEFAULT_MODEL`` (loaded at start; /ready answers 503 until it serves). ``settings`` are further
+        service settings by field name, as ``LLM_<NAME>`` variables.
+        """
+        port = port or free_port()
+        env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
+        if models_dir is not None:
+            env["LLM_MODELS_DIR"] = str(Path(models_dir).resolve())
+        if default_model:
+            env["LLM_DEFAULT_MODEL"] = default_model
+        argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
+                "--no-access-log"]
+        log_path = (self.log_dir / f"llm-{port}.log") if self.log_dir else None
+        process = ManagedProcess("llm-service", argv, env=env, cwd=project_root(), log_path=log_path).start()
+        url = f"http://127.0.0.1:{port}"
+        deployment = Deployment("llm", url, process)
+        self.deployments.append(deployment)
+        try:
+            process.wait_for_http(f"{url}/{'ready' if default_model else 'health'}", timeout=timeout)
+        except BaseException:
+            process.stop()
+            raise
+        self._update_scraping()
+        return deployment
+
+    def scrape_targets(self) -> dict[str, list[str]]:
+        """{job: URLs} of the services running now: job ``wine`` for the wine service, ``llm`` for the LLM."""
+        jobs: dict[str, list[str]] = {}
+        for deployment in self.deployments:
+            if deployment.process is None or deployment.process.running:
+                jobs.setdefault(deployment.name, []).append(deployment.url)
+        return jobs
+
+    def _update_scraping(self) -> None:
+        if self.prometheus is not None and self.prometheus.running:
+            self.prometheus.set_targets(self.scrape_targets())
 
     def start_monitoring(
         self,
@@ -116,7 +163,7 @@ class LocalTarget:
         elif hold_overrides:
             raise ValueError("hold_overrides applies to the workshop's rules; pass it without rule_files")
         self.prometheus = LocalPrometheus(
-            targets=[d.url for d in self.deployments], rule_files=[Path(p) for p in rule_files], workdir=workdir
+            targets=self.scrape_targets(), rule_files=[Path(p) for p in rule_files], workdir=workdir
         )
         self.prometheus.start(timeout=timeout)
         return self.prometheus.url
@@ -131,11 +178,19 @@ class LocalTarget:
 
 
 def get_target(name: str = "local", **options) -> Target:
+    """The target called ``name``; ``options`` go to its class (e.g. ``namespace=`` for kubernetes).
+
+    The kubernetes target connects at once, so a missing kubeconfig or an unreachable cluster is reported
+    here, as TargetUnavailableError with what to do, not in a later cell.
+    """
     if name == "local":
         return LocalTarget(**options)
     if name == "kubernetes":
-        raise TargetUnavailableError(
-            "The kubernetes target is not part of this version of the workshop yet (it arrives with "
-            "notebooks 03-04). Run with target='local'."
-        )
+        from workshop.k8s.errors import ClusterUnavailableError
+        from workshop.k8s.target import KubernetesTarget  # imported here: the local target needs no client
+
+        try:
+            return KubernetesTarget(**options)
+        except ClusterUnavailableError as error:
+            raise TargetUnavailableError(str(error)) from error
     raise TargetUnavailableError(f"Unknown target {name!r}; choose one of {', '.join(TARGETS)}.")

@@ -1,0 +1,151 @@
+"""A local URL for a Service: a 127.0.0.1 listener bridged to a ready pod through the API server.
+
+This uses the client's own port-forwarding (``kubernetes.stream.portforward``, the websocket protocol
+``kubectl port-forward`` speaks) rather than a ``kubectl`` subprocess: no extra binary, the same
+credentials as every other call, and failures arrive as Python exceptions. The client forwards to a
+pod, not to a Service (kubectl does the same: it picks one pod), so each new local connection resolves
+the Service's selector and target port again and goes to a ready pod; a restarted pod is picked up
+without re-forwarding. Each connection is bridged by a thread copying bytes both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubernetes import client
+from kubernetes.stream import portforward
+
+from workshop.k8s import diagnose
+from workshop.k8s.errors import PortForwardError
+
+Connector = Callable[[str, str, int], socket.socket]
+CHUNK = 65536
+
+
+def api_connector(core: client.CoreV1Api) -> Connector:
+    """Open a websocket port-forward to ``pod:port`` and return its socket end."""
+
+    def connect(namespace: str, pod: str, port: int) -> socket.socket:
+        forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+        return forward.socket(port)
+
+    return connect
+
+
+def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: int | str | None = None
+                   ) -> tuple[str, int]:
+    """(ready pod, container port) behind ``service``'s ``port`` (a number or a port name; the first by default)."""
+    svc = core.read_namespaced_service(service, namespace)
+    ports = svc.spec.ports or []
+    chosen = next((p for p in ports if port is None or p.port == port or p.name == port), None)
+    if chosen is None:
+        raise PortForwardError(f"Service {service} has no port {port}; it has {[p.port for p in ports]}")
+    pods = diagnose.pods_for(core, namespace, svc.spec.selector or {})
+    ready = [p for p in pods if p.status and p.status.phase == "Running" and (p.status.container_statuses or [])
+             and all(c.ready for c in p.status.container_statuses)]
+    if not ready:
+        raise PortForwardError(
+            f"No ready pod behind Service {service} in namespace {namespace} ({len(pods)} pods match its "
+            "selector): wait for the rollout, or read the pods' events and logs.")
+    pod = ready[0]
+    target = chosen.target_port if chosen.target_port is not None else chosen.port
+    if isinstance(target, str) and not target.isdigit():
+        numbers = [p.container_port for c in pod.spec.containers for p in (c.ports or []) if p.name == target]
+        if not numbers:
+            raise PortForwardError(f"Pod {pod.metadata.name} declares no container port named {target!r}")
+        target = numbers[0]
+    return pod.metadata.name, int(target)
+
+
+@dataclass
+class PortForward:
+    """Forward ``127.0.0.1:local_port`` to a Service until :meth:`close` (or the process ends)."""
+
+    core: client.CoreV1Api
+    namespace: str
+    service: str
+    port: int | str | None = None
+    local_port: int = 0
+    connector: Connector | None = None
+    _server: socket.socket | None = field(default=None, init=False, repr=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    errors: list[str] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def start(self) -> PortForward:
+        """Check a ready pod exists now (fail early, with the reason), then listen."""
+        resolve_target(self.core, self.namespace, self.service, self.port)
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.local_port))
+        server.listen(16)
+        self.local_port = server.getsockname()[1]
+        self._server = server
+        self._spawn(self._accept_loop, f"port-forward {self.service} accept")
+        return self
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept_loop(self) -> None:
+        assert self._server is not None
+        while not self._closed.is_set():
+            try:
+                local, _ = self._server.accept()
+            except OSError:
+                return
+            self._spawn(self._serve, f"port-forward {self.service} connection", local)
+
+    def _serve(self, local: socket.socket) -> None:
+        connect = self.connector or api_connector(self.core)
+        try:
+            pod, port = resolve_target(self.core, self.namespace, self.service, self.port)
+            remote = connect(self.namespace, pod, port)
+        except Exception as error:  # noqa: BLE001 - reported through errors, the local client sees a close
+            self.errors.append(f"{type(error).__name__}: {error}")
+            local.close()
+            return
+        bridge(local, remote, self._closed)
+
+    def close(self) -> None:
+        """Stop listening and end every bridged connection; safe to call twice."""
+        self._closed.set()
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.close()
+            self._server = None
+
+    def __enter__(self) -> PortForward:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def bridge(local: socket.socket, remote: socket.socket, closed: threading.Event) -> None:
+    """Copy bytes both ways until either side closes (or ``closed`` is set); then close both."""
+    try:
+        while not closed.is_set():
+            readable, _, _ = select.select([local, remote], [], [], 0.5)
+            for source in readable:
+                data = source.recv(CHUNK)
+                if not data:
+                    return
+                (remote if source is local else local).sendall(data)
+    except OSError:
+        return
+    finally:
+        for end in (local, remote):
+            with contextlib.suppress(OSError):
+                end.close()

@@ -1,0 +1,91 @@
+"""Waiting for a Deployment like ``kubectl rollout status``, with a progress bar and a useful failure.
+
+The rules are kubectl's (``DeploymentStatusViewer``): the controller must have seen the latest spec
+(observedGeneration), every replica must run the new template (updatedReplicas), old ones must be gone
+(status.replicas), and the new ones available. A pod stuck in a state that will not cure itself
+(ImagePullBackOff, CrashLoopBackOff...) ends the wait at once instead of at the timeout, with the
+pods' reasons, events, log tails and a hint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kubernetes import client
+from tqdm import tqdm
+
+from workshop.k8s import diagnose
+from workshop.k8s.errors import RolloutError
+
+
+def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
+    """(done, what is still missing) for one read of the Deployment."""
+    spec_replicas = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    status = deployment.status or client.V1DeploymentStatus()
+    if (deployment.metadata.generation or 0) > (status.observed_generation or 0):
+        return False, "waiting for the deployment spec update to be observed"
+    for condition in status.conditions or []:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            return False, f"progress deadline exceeded: {condition.message}"
+    updated = status.updated_replicas or 0
+    available = status.available_replicas or 0
+    if updated < spec_replicas:
+        return False, f"{updated} of {spec_replicas} new replicas have been updated"
+    if (status.replicas or 0) > updated:
+        return False, f"{(status.replicas or 0) - updated} old replicas are pending termination"
+    if available < updated:
+        return False, f"{available} of {updated} updated replicas are available"
+    return True, f"{available} of {spec_replicas} replicas available"
+
+
+def wait_for_rollout(
+    cluster, namespace: str, name: str, *, timeout: float = 300.0, interval: float = 1.0, progress: bool = True,
+    fail_fast: bool = True, clock: Callable[[], float] = time.monotonic,
+) -> client.V1Deployment:
+    """Wait until Deployment ``name`` is rolled out; raise :class:`RolloutError` with the pods' story otherwise."""
+    deadline = clock() + timeout
+    bar = tqdm(total=None, desc=f"deployment/{name}", unit="replica", disable=not progress, leave=True)
+    last = "not read yet"
+    try:
+        while True:
+            deployment = cluster.apps.read_namespaced_deployment(name, namespace)
+            done, last = rollout_state(deployment)
+            wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+            bar.total = wanted
+            bar.n = min(wanted, (deployment.status.available_replicas or 0) if deployment.status else 0)
+            bar.set_postfix_str(last)
+            if done:
+                return deployment
+            if fail_fast:
+                reports = _reports(cluster, namespace, deployment)
+                if any(r.fatal for r in reports):
+                    raise _error(namespace, name, f"failed: {last}", reports)
+            if clock() >= deadline:
+                raise _error(namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
+                             _reports(cluster, namespace, deployment))
+            time.sleep(interval)
+    finally:
+        bar.close()
+
+
+def _reports(cluster, namespace: str, deployment: client.V1Deployment) -> list[diagnose.PodReport]:
+    selector = deployment.spec.selector.match_labels or {}
+    pods = diagnose.pods_for(cluster.core, namespace, selector)
+    unready = [p for p in pods if not all(c.ready for c in (p.status.container_statuses or [])) or
+               not (p.status.container_statuses or [])]
+    return [diagnose.report(cluster.core, namespace, pod) for pod in unready]
+
+
+def _error(namespace: str, name: str, what: str, reports: list[diagnose.PodReport]) -> RolloutError:
+    reasons = [reason for r in reports for reason in r.reasons]
+    lines = [f"Deployment {name} in namespace {namespace} {what}."]
+    lines += [r.text() for r in reports] or ["No pods were created: check the ReplicaSet's events "
+                                             f"(`kubectl -n {namespace} describe deployment {name}`), "
+                                             "e.g. a ResourceQuota or LimitRange refusing them."]
+    found = diagnose.hints(reasons)
+    if found:
+        lines.append("What to do:")
+        lines += [f"  - {hint}" for hint in found]
+    return RolloutError("\n".join(lines), deployment=name, reasons=list(dict.fromkeys(reasons)),
+                        pods=[r.name for r in reports])

@@ -1,0 +1,242 @@
+"""The ``kubernetes`` target: the workshop's services on the cluster of the current kubeconfig.
+
+Same interface as :class:`workshop.targets.LocalTarget` (deploy a service and get a URL, start
+monitoring and get Prometheus' URL, run a load test, tear down), built from the modules beside this
+one: manifests rendered by kustomize and moved to the learner's namespace, server-side apply, rollout
+waiting with diagnostics, port-forwarding, image loading, helm. Every learner works in a namespace of
+their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes.client.exceptions import ApiException
+
+from workshop.k8s import diagnose, helm, images, manifests
+from workshop.k8s import loadtest as cluster_loadtest
+from workshop.k8s.apply import apply, apply_all
+from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
+from workshop.k8s.errors import KubernetesTargetError
+from workshop.k8s.portforward import Connector, PortForward
+from workshop.k8s.rollout import wait_for_rollout
+from workshop.loadtest import LoadTestResult
+from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
+from workshop.paths import project_root
+from workshop.targets import Deployment
+
+DEFAULT_NAMESPACE = "wine-workshop"
+WINE_IMAGE = "wine-service:latest"
+
+
+@dataclass
+class KubernetesDeployment(Deployment):
+    """A service on the cluster: its local URL goes through a port-forward; logs come from its pods."""
+
+    target: KubernetesTarget | None = None
+    forward: PortForward | None = None
+
+    def stop(self) -> None:
+        if self.forward is not None:
+            self.forward.close()
+
+    def logs(self, lines: int = 30) -> str:
+        return self.target.logs(self.name, lines) if self.target else ""
+
+
+@dataclass
+class KubernetesTarget:
+    """Deploys into ``namespace`` of the current kubeconfig context (or ``context``)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    kubeconfig: str | Path | None = None
+    context: str | None = None
+    manifests_root: Path = field(default_factory=lambda: project_root() / "k8s")
+    wine_image: str = WINE_IMAGE
+    load_image: bool = True
+    shared_monitoring: bool = False  # True on a cluster several learners share: teardown keeps the chart
+    progress: bool = True
+    connector: Connector | None = None  # how port-forwards reach a pod; None is the API server's websocket
+    cluster: Cluster | None = None
+    name: str = "kubernetes"
+    deployments: list[KubernetesDeployment] = field(default_factory=list)
+    skipped: list[manifests.Manifest] = field(default_factory=list)
+    prometheus_forward: PortForward | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster is None:
+            self.cluster = connect(self.kubeconfig, self.context)
+
+    @property
+    def _cluster(self) -> Cluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    # --- namespace and manifests ---------------------------------------------------------------------
+
+    def _render(self, folder: str) -> list[manifests.Manifest]:
+        return manifests.in_namespace(manifests.render(self.manifests_root / folder), self.namespace)
+
+    def _apply(self, objects: Sequence[manifests.Manifest]) -> None:
+        _, skipped = apply_all(self._cluster.api_client, objects, field_manager=FIELD_MANAGER)
+        known = {(m["kind"], m["metadata"]["name"]) for m in self.skipped}
+        self.skipped += [m for m in skipped if (m["kind"], m["metadata"]["name"]) not in known]
+
+    def prepare_namespace(self) -> None:
+        """The learner's Namespace (labels from k8s/base) with its ResourceQuota and LimitRange (k8s/quota)."""
+        namespace = manifests.find(self._render("base"), "Namespace")
+        self._apply([namespace, *self._render("quota")])
+
+    # --- services ------------------------------------------------------------------------------------
+
+    def _deploy(self, folder: str, name: str, *, image: str | None, env: Mapping[str, str], wait_ready: bool,
+                timeout: float, port: int | str | None = None) -> KubernetesDeployment:
+        objects = self._render(folder)
+        deployment = manifests.find(objects, "Deployment", name)
+        for container in manifests.containers(deployment)[:1]:
+            if image:
+                container["image"] = image
+            manifests.set_env(container, env)
+        self.prepare_namespace()
+        if self.load_image:
+            images.load_image(manifests.containers(deployment)[0]["image"], self._cluster.context)
+        self._apply([m for m in objects if m["kind"] != "Namespace"])
+        if wait_ready:
+            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, progress=self.progress)
+            forward = PortForward(self._cluster.core, self.namespace, name, port, connector=self.connector).start()
+            url = forward.url
+        else:
+            forward, url = None, ""
+        result = KubernetesDeployment(name, url, None, target=self, forward=forward)
+        self.deployments.append(result)
+        return result
+
+    def deploy_wine(self, model_dir: Path | None = None, *, wait_ready: bool = True, timeout: float = 300.0,
+                    image: str | None = None, **settings: str) -> KubernetesDeployment:
+        """Apply k8s/base (the model is baked into the image), wait for the rollout, port-forward Service wine.
+
+        ``model_dir`` is accepted for the common interface; on the cluster the model is the one in the image
+        (rebuild it to change the model). ``settings`` become ``WINE_*`` variables of the container. Without
+        ``wait_ready`` the objects are applied and no URL is given (watch the rollout yourself).
+        """
+        env = {f"WINE_{key.upper()}": str(value) for key, value in settings.items()}
+        return self._deploy("base", "wine", image=image or self.wine_image, env=env, wait_ready=wait_ready,
+                            timeout=timeout)
+
+    def deploy_llm(self, models_dir: Path | None = None, *, default_model: str | None = None,
+                   wait_ready: bool = True, timeout: float = 600.0, image: str | None = None,
+                   **settings: str) -> KubernetesDeployment:
+        """Apply k8s/llm (Deployment and Service ``llm``), wait for the rollout, port-forward its Service.
+
+        ``settings`` become ``LLM_*`` variables (``default_model`` is ``LLM_DEFAULT_MODEL``); ``models_dir`` is
+        the folder inside the pod (``LLM_MODELS_DIR``), since a local folder does not reach the cluster.
+        """
+        env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
+        if default_model:
+            env["LLM_DEFAULT_MODEL"] = default_model
+        if models_dir is not None:
+            env["LLM_MODELS_DIR"] = str(models_dir)
+        return self._deploy("llm", "llm", image=image, env=env, wait_ready=wait_ready, timeout=timeout)
+
+    def logs(self, name: str = "wine", lines: int = 30) -> str:
+        """The last ``lines`` of each pod of Deployment ``name``, headed by the pod's name."""
+        deployment = self._cluster.apps.read_namespaced_deployment(name, self.namespace)
+        pods = diagnose.pods_for(self._cluster.core, self.namespace, deployment.spec.selector.match_labels or {})
+        return "\n".join(f"--- pod {pod.metadata.name}\n"
+                         + diagnose.pod_log(self._cluster.core, self.namespace, pod.metadata.name, lines=lines)
+                         for pod in pods)
+
+    # --- monitoring ----------------------------------------------------------------------------------
+
+    def start_monitoring(self, *, rule_files: Sequence[Path] | None = None,
+                         hold_overrides: Mapping[str, str] | None = None, timeout: float = 900.0) -> str:
+        """Install or upgrade kube-prometheus-stack, apply what waited for its CRDs; return Prometheus' URL.
+
+        ``hold_overrides`` ({alert name: duration}) re-applies the PrometheusRule with shorter holds, as on the
+        local target. ``rule_files`` has no meaning here (rules are PrometheusRule objects) and is refused.
+        """
+        if rule_files is not None:
+            raise ValueError("rule_files applies to the local target; on kubernetes pass hold_overrides")
+        core = self._cluster.core
+        helm.ensure_namespace(core, helm.NAMESPACE)
+        helm.ensure_grafana_secret(core, helm.NAMESPACE)
+        helm.run_helm(helm.install_command(timeout_s=int(timeout)), timeout=timeout + 60)
+        waiting, self.skipped = self.skipped, []
+        self._apply(waiting)
+        if hold_overrides:
+            rule = prometheus_rule_manifest(self.namespace)
+            rule["spec"] = prometheus_rules(dict(hold_overrides))
+            apply(self._cluster.api_client, rule)
+        if self.prometheus_forward is not None:
+            self.prometheus_forward.close()
+        self.prometheus_forward = PortForward(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE, helm.PROMETHEUS_PORT,
+                                              connector=self.connector).start()
+        return self.prometheus_forward.url
+
+    # --- load tests ----------------------------------------------------------------------------------
+
+    def run_load_test(self, host: str = "http://wine", users: int = 10, spawn_rate: float = 5.0,
+                      run_time_s: float = 20.0, results_dir: Path | str = "build/load_test", drift: bool = False,
+                      step_load: bool = False, *, workers: int = 2, image: str = cluster_loadtest.IMAGE,
+                      check: bool = True, **options: float) -> LoadTestResult:
+        """Run the Locust Job against ``host`` as seen inside the namespace (Service ``wine`` by default)."""
+        values = cluster_loadtest.settings(host, users, spawn_rate, run_time_s, workers, drift=drift,
+                                           step_load=step_load, **options)
+        if self.load_image:
+            images.load_image(image, self._cluster.context)
+        return cluster_loadtest.run_cluster_load_test(
+            self._cluster, self.namespace, host, results_dir, values, workers=workers, image=image,
+            run_time_s=run_time_s, rendered=manifests.render(self.manifests_root / "load_tests"), check=check)
+
+    # --- teardown ------------------------------------------------------------------------------------
+
+    def teardown(self, *, wait: bool = True, timeout: float = 180.0) -> list[str]:
+        """Close port-forwards, delete the namespace, uninstall the chart (unless shared); returns what was deleted.
+
+        Idempotent: what is already gone is skipped, so a second call (or one in a fresh kernel) is harmless.
+        """
+        while self.deployments:
+            self.deployments.pop().stop()
+        if self.prometheus_forward is not None:
+            self.prometheus_forward.close()
+            self.prometheus_forward = None
+        deleted = []
+        if not self.shared_monitoring:
+            if shutil.which("helm") is not None:  # without helm, nothing was installed with it from here
+                helm.run_helm(helm.uninstall_command())
+            if self._delete_namespace(helm.NAMESPACE):
+                deleted.append(helm.NAMESPACE)
+        if self._delete_namespace(self.namespace):
+            deleted.append(self.namespace)
+        if wait:
+            self._wait_gone(deleted, timeout)
+        return deleted
+
+    def _delete_namespace(self, namespace: str) -> bool:
+        try:
+            self._cluster.core.delete_namespace(namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def _wait_gone(self, namespaces: list[str], timeout: float) -> None:
+        """Namespaces stay Terminating while their objects go; a re-deploy into one would be refused."""
+        deadline = time.monotonic() + timeout
+        for namespace in namespaces:
+            while True:
+                try:
+                    self._cluster.core.read_namespace(namespace)
+                except ApiException as error:
+                    if error.status == 404:
+                        break
+                    raise
+                if time.monotonic() >= deadline:
+                    raise KubernetesTargetError(f"Namespace {namespace} is still terminating after {timeout:.0f} s: "
+                                                f"`kubectl get all -n {namespace}` shows what holds it.")
+                time.sleep(1.0)
