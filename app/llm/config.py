@@ -1,0 +1,80 @@
+"""Settings of the LLM service, from environment variables prefixed ``LLM_``.
+
+One class for the whole service, so every knob (which model, where models live,
+how much a request may ask for, how many generations run at once) is documented
+in one place and nothing reads ``os.environ`` ad hoc.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", protected_namespaces=())
+
+    environment: Literal["development", "production"] = "development"
+
+    # Models.
+    models_dir: Path = Field(
+        default=Path("models"),
+        description="Folder of local models: a model_id that names a folder in it loads from there, offline.",
+    )
+    default_model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Model loaded in the background at start; empty: start NOT_DEPLOYED and wait for POST /model.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        default="float32", description="Weights' dtype; float32 is the fast and safe choice on CPU."
+    )
+    hub_offline: bool = Field(
+        default=False,
+        description="Never contact the model hub (HF_HUB_OFFLINE=1 does the same): hub ids load from the cache only.",
+    )
+    hub_timeout_s: float = Field(
+        default=3.0, gt=0, le=60,
+        description="How long the hub may take to answer the reachability check before a load fails as offline.",
+    )
+
+    # Requests.
+    max_new_tokens_cap: int = Field(default=256, ge=1, le=8192, description="Largest max_new_tokens a request may ask.")
+    default_max_new_tokens: int = Field(default=64, ge=1)
+    max_messages: int = Field(default=32, ge=1, le=1000)
+    max_input_chars: int = Field(default=8000, ge=1, description="Total characters of all messages' content.")
+    max_input_tokens: int = Field(default=2048, ge=1, description="Prompt tokens after the chat template.")
+
+    # Concurrency.
+    max_concurrency: int = Field(default=1, ge=1, le=64, description="Generations running at once (threads).")
+    max_queue: int = Field(
+        default=8, ge=0, le=10_000, description="Generations waiting beyond which a request gets a prompt 429."
+    )
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429 (overloaded) or a 503 (loading).")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; match the container's CPU limit (default: torch's)."
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = Field(default=False, description="One JSON object per log line (for log shippers).")
+
+    @model_validator(mode="after")
+    def _refuse_inconsistent_settings(self) -> Settings:
+        if self.environment == "production" and not self.log_json:
+            raise ValueError("LLM_LOG_JSON must be true when LLM_ENVIRONMENT=production (log shippers parse JSON)")
+        if self.default_max_new_tokens > self.max_new_tokens_cap:
+            raise ValueError(
+                f"LLM_DEFAULT_MAX_NEW_TOKENS={self.default_max_new_tokens} is above "
+                f"LLM_MAX_NEW_TOKENS_CAP={self.max_new_tokens_cap}; lower it or raise the cap"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

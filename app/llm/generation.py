@@ -1,0 +1,257 @@
+"""Generation off the event loop, with bounded concurrency and a bounded queue.
+
+``model.generate`` is seconds of CPU, so it runs in a thread pool of
+``max_concurrency`` threads; the pool's own queue holds the requests waiting for
+a thread. A request that would make more than ``max_concurrency + max_queue``
+generations running or waiting is refused at once (429 with Retry-After), so
+no request waits unboundedly and memory stays bounded. The gate is a counter
+under a thread lock rather than an asyncio semaphore, so it works whichever
+event loop runs the app (TestClient starts one per client).
+
+Every request holds the :class:`~app.llm.loader.LoadedModel` it started with
+for its whole life: a swap replaces what new requests get, never the model
+under a running generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from app.llm.errors import GenerationError, InputTooLongError, OverloadedError
+from app.llm.loader import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Params:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Messages turned into token ids by the model's chat template."""
+
+    model: LoadedModel
+    input_ids: Any  # a (1, n) LongTensor
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    model: LoadedModel
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of sequence), "length" (max_new_tokens) or "cancelled"
+    seconds: float
+    first_token_seconds: float | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def encode_prompt(model: LoadedModel, messages: list[dict[str, str]], max_new_tokens: int, max_input_tokens: int
+                  ) -> Prompt:
+    """Apply the chat template; refuse (422) a prompt longer than allowed or than the model can hold."""
+    with model.tokenizer_lock:
+        encoded = model.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+    input_ids = encoded["input_ids"]
+    tokens = int(input_ids.shape[-1])
+    limit, why = max_input_tokens, "LLM_MAX_INPUT_TOKENS"
+    if model.max_positions is not None and model.max_positions - max_new_tokens < limit:
+        limit = model.max_positions - max_new_tokens
+        why = f"the model's context ({model.max_positions}) - max_new_tokens"
+    if tokens > limit:
+        reason = f"the prompt is {tokens} tokens after the chat template; at most {max(limit, 0)} fit ({why})"
+        raise InputTooLongError(f"invalid request: messages: {reason}",
+                                [{"field": "messages", "reason": reason, "type": "too_long"}])
+    return Prompt(model, input_ids, tokens)
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation when the client has gone away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _TextStreamer:
+    """Receives token ids from ``generate`` (in its thread) and hands text deltas to ``emit``.
+
+    The whole completion is decoded each time and only the new suffix sent, so a character split
+    over several byte-level tokens is sent once complete (never a replacement character).
+    """
+
+    def __init__(self, model: LoadedModel, emit: Callable[[str], None], started: float) -> None:
+        self.model, self.emit, self.started = model, emit, started
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+        self.first_token_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() puts the prompt first
+            self.prompt_seen = True
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.ids.extend(int(i) for i in value.reshape(-1).tolist())
+        with self.model.tokenizer_lock:
+            text = self.model.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(self.sent):
+            return
+        delta, self.sent = text[len(self.sent):], text
+        if delta:
+            self.emit(delta)
+
+    def end(self) -> None:
+        pass
+
+
+def _eos_ids(model: LoadedModel) -> set[int]:
+    eos = model.model.generation_config.eos_token_id
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list | tuple) else ({eos} if eos is not None else set())
+
+
+def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None = None,
+             cancel: threading.Event | None = None, started: float | None = None) -> Completion:
+    """Run ``generate`` (blocking: call it from a worker thread) and decode the new tokens."""
+    import torch
+
+    started = time.perf_counter() if started is None else started
+    loaded, cancel = prompt.model, cancel or threading.Event()
+    tokenizer, model = loaded.tokenizer, loaded.model
+    sampling: dict[str, Any] = (
+        {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        if params.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
+                max_new_tokens=params.max_new_tokens, pad_token_id=pad, streamer=streamer,
+                stopping_criteria=[_Cancelled(cancel)], **sampling,
+            )
+    except Exception as error:
+        log.exception("generation failed", extra={"model_id": loaded.model_id})
+        raise GenerationError(f"the model {loaded.model_id!r} failed to generate: {type(error).__name__}") from error
+    new_ids = output[0][prompt.tokens:].tolist()
+    with loaded.tokenizer_lock:
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+    if cancel.is_set():
+        finish = "cancelled"
+    elif new_ids and new_ids[-1] in _eos_ids(loaded):
+        finish = "stop"
+    else:
+        finish = "length" if len(new_ids) >= params.max_new_tokens else "stop"
+    first = streamer.first_token_at - started if streamer and streamer.first_token_at else None
+    return Completion(loaded, text, prompt.tokens, len(new_ids), finish, time.perf_counter() - started, first)
+
+
+_DONE = object()
+
+
+class Generator:
+    """The bounded pool that runs generations; one per app."""
+
+    def __init__(self, max_concurrency: int, max_queue: int, retry_after_s: int = 2,
+                 on_depth: Callable[[int], None] = lambda depth: None) -> None:
+        self.max_concurrency, self.max_queue, self.retry_after_s = max_concurrency, max_queue, retry_after_s
+        self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="generate")
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._on_depth = on_depth
+
+    @property
+    def depth(self) -> int:
+        """Generations running plus waiting."""
+        return self._depth
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._depth >= self.max_concurrency + self.max_queue:
+                raise OverloadedError(
+                    f"{self._depth} generations are running or waiting (LLM_MAX_CONCURRENCY={self.max_concurrency}, "
+                    f"LLM_MAX_QUEUE={self.max_queue}); retry in {self.retry_after_s} s",
+                    retry_after_s=self.retry_after_s,
+                )
+            self._depth += 1
+            self._on_depth(self._depth)
+
+    def _release(self, _future: Future | None = None) -> None:
+        with self._lock:
+            self._depth -= 1
+            self._on_depth(self._depth)
+
+    def _submit(self, fn: Callable[..., Completion], *args: Any, **kwargs: Any) -> Future:
+        self._admit()
+        try:
+            future = self._executor.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(self._release)
+        return future
+
+    async def complete(self, prompt: Prompt, params: Params) -> Completion:
+        """Generate the whole completion; raises :class:`OverloadedError` at once when the queue is full."""
+        cancel = threading.Event()
+        future = self._submit(generate, prompt, params, cancel=cancel, started=time.perf_counter())
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancel.set()  # the client went away: stop at the next token
+            raise
+
+    def stream(self, prompt: Prompt, params: Params) -> AsyncIterator[tuple[str, Any]]:
+        """Start a generation now (refusing it now when overloaded) and iterate over its events:
+        ``("token", text)`` for each piece of text, then ``("done", Completion)``."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        started = time.perf_counter()
+
+        def put(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        streamer = _TextStreamer(prompt.model, put, started)
+        future = self._submit(generate, prompt, params, streamer=streamer, cancel=cancel, started=started)
+        future.add_done_callback(lambda _: put(_DONE))
+        return self._events(queue, future, cancel)
+
+    @staticmethod
+    async def _events(queue: asyncio.Queue, future: Future, cancel: threading.Event
+                      ) -> AsyncIterator[tuple[str, Any]]:
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield "token", item
+            yield "done", future.result()
+        finally:
+            cancel.set()
+            future.cancel()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
