@@ -104,24 +104,25 @@ def kustomize_command() -> list[str] | None:
 
 
 @functools.cache
-def _render(folder: Path) -> str:
+def kustomize_build(folder: Path) -> subprocess.CompletedProcess[str]:
+    """``kustomize build <folder>``, run once per session; a skip when no kustomize is installed."""
     command = kustomize_command()
     if command is None:
         pytest.skip(KUSTOMIZE_MISSING)
-    result = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def rendered_yaml(folder: Path) -> str:
+    """The kustomize output as text (what checkov reads); the test fails with kustomize's error if it has one."""
+    result = kustomize_build(folder)
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} {folder_id(folder)} failed:\n{result.stderr}", pytrace=False)
+        pytest.fail(f"kustomize build k8s/{folder_id(folder)} failed:\n{result.stderr}", pytrace=False)
     return result.stdout
 
 
 def render(folder: Path) -> list[Manifest]:
-    """The objects ``kustomize build <folder>`` emits (rendered once per session; each call returns a fresh copy)."""
-    return [doc for doc in yaml.safe_load_all(_render(folder)) if doc]
-
-
-def rendered_yaml(folder: Path) -> str:
-    """The kustomize output as text, for tools that read files (checkov)."""
-    return _render(folder)
+    """The objects ``kustomize build <folder>`` emits, as a fresh copy the caller may change."""
+    return [doc for doc in yaml.safe_load_all(rendered_yaml(folder)) if doc]
 
 
 @pytest.fixture(scope="module")
