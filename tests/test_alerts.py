@@ -10,10 +10,31 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workshop.observability import alerts
+from workshop.observability import alerts, llm_alerts
+from workshop.observability.rules import AlertSet
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROMTOOL_TESTS = PROJECT_ROOT / "tests" / "promtool" / "wine-alerts.test.yml"
+PROMTOOL_DIR = PROJECT_ROOT / "tests" / "promtool"
+# Each service's alerts and the promtool unit tests that exercise them.
+ALERT_SETS = {
+    "wine": (alerts.WINE_ALERTS, PROMTOOL_DIR / "wine-alerts.test.yml"),
+    "llm": (llm_alerts.LLM_ALERTS, PROMTOOL_DIR / "llm-alerts.test.yml"),
+}
+# The LLM service's metric names (the shared contract of app/llm): an alert reading anything else is a typo.
+LLM_METRICS = {
+    "up",
+    "llm_completions_total",
+    "llm_prompt_tokens_total",
+    "llm_completion_tokens_total",
+    "llm_generation_seconds_bucket",
+    "llm_tokens_per_second_bucket",
+    "llm_time_to_first_token_seconds_bucket",
+    "llm_model_load_seconds_bucket",
+    "llm_model_info",
+    "llm_lifecycle_state",
+    "llm_model_swaps_total",
+    "llm_queue_depth",
+}
 PROMTOOL_HINT = "promtool not found: apt-get install prometheus (Debian/Ubuntu) or brew install prometheus"
 
 
@@ -49,55 +70,97 @@ def test_check_names_the_stale_file_and_write_fixes_it(tmp_path: Path, capsys: p
     assert str(alerts.RULES_FILE) not in err
 
 
-def test_promtool_check_rules(promtool: str):
-    result = run_promtool(promtool, "check", "rules", PROJECT_ROOT / alerts.RULES_FILE)
+def test_every_service_has_its_alerts_generated():
+    assert [alert_set.job for alert_set in alerts.ALERT_SETS] == list(ALERT_SETS)
+    files = alerts.generated_files(PROJECT_ROOT)
+    for alert_set in alerts.ALERT_SETS:
+        assert PROJECT_ROOT / alert_set.rules_file in files
+        assert PROJECT_ROOT / alert_set.manifest_file in files
+    names = [name for alert_set in alerts.ALERT_SETS for name in alert_set.names]
+    assert len(names) == len(set(names)), "an alert name must say which service it is about"
+
+
+@pytest.mark.parametrize("service", ALERT_SETS)
+def test_promtool_check_rules(promtool: str, service: str):
+    alert_set, _ = ALERT_SETS[service]
+    result = run_promtool(promtool, "check", "rules", PROJECT_ROOT / alert_set.rules_file)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alerts.ALERT_NAMES)} rules found" in result.stdout
+    assert f"SUCCESS: {len(alert_set.names)} rules found" in result.stdout
 
 
-def test_promtool_unit_tests_pass(promtool: str):
-    result = run_promtool(promtool, "test", "rules", PROMTOOL_TESTS)
+@pytest.mark.parametrize("service", ALERT_SETS)
+def test_promtool_unit_tests_pass(promtool: str, service: str):
+    _, tests = ALERT_SETS[service]
+    result = run_promtool(promtool, "test", "rules", tests)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_tests_cover_every_alert_firing_and_quiet():
+@pytest.mark.parametrize("service", ALERT_SETS)
+def test_promtool_tests_cover_every_alert_firing_and_quiet(service: str):
     """A new alert without a firing and a quiet promtool case fails here, not in production."""
-    cases = [case for test in load(PROMTOOL_TESTS)["tests"] for case in test["alert_rule_test"]]
+    alert_set, tests = ALERT_SETS[service]
+    document = load(tests)
+    assert document["rule_files"] == [f"../../{alert_set.rules_file}"]
+    cases = [case for test in document["tests"] for case in test["alert_rule_test"]]
     firing = {case["alertname"] for case in cases if case["exp_alerts"]}
     quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}
-    assert firing == set(alerts.ALERT_NAMES)
-    assert quiet == set(alerts.ALERT_NAMES)
+    assert firing == set(alert_set.names)
+    assert quiet == set(alert_set.names)
 
 
-def test_every_alert_says_how_bad_what_happened_and_what_to_do():
-    for group in alerts.prometheus_rules()["groups"]:
+@pytest.mark.parametrize("service", ALERT_SETS)
+def test_every_alert_says_how_bad_what_happened_and_what_to_do(service: str):
+    alert_set, _ = ALERT_SETS[service]
+    for group in alert_set.prometheus_rules()["groups"]:
+        assert group["name"].startswith(f"{service}-"), group["name"]
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
             assert set(rule["annotations"]) == {"summary", "description", "runbook"}, rule["alert"]
             assert all(text.strip() for text in rule["annotations"].values()), rule["alert"]
 
 
-def test_expressions_select_the_wine_job_and_keep_namespace_apart():
-    expressions = alerts.alert_expressions()
-    assert tuple(expressions) == alerts.ALERT_NAMES
-    assert len(set(alerts.ALERT_NAMES)) == len(alerts.ALERT_NAMES)
+@pytest.mark.parametrize("service", ALERT_SETS)
+def test_expressions_select_the_job_and_keep_namespace_apart(service: str):
+    alert_set: AlertSet = ALERT_SETS[service][0]
+    expressions = alert_set.expressions()
+    assert tuple(expressions) == alert_set.names
+    assert len(set(alert_set.names)) == len(alert_set.names)
+    assert alert_set.job == service
     for name, expr in expressions.items():
-        assert 'job="wine"' in expr, name
+        # Every selector of the expression names the job: another service's series never leak in.
+        selectors = re.findall(r"\b[a-z_:][a-z0-9_:]*\{([^}]*)\}", expr)
+        assert selectors, name
+        assert all(f'job="{service}"' in matchers for matchers in selectors), (name, selectors)
         # Every aggregation and every match keeps job and namespace: pods of one deployment sum up,
         # two deployments (namespaces) never mix, and an absent namespace is the same empty value on both sides.
         for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
             assert {"job", "namespace"} <= {label.strip() for label in labels.split(",")}, (name, labels)
 
 
-def test_manifest_wraps_the_same_groups_for_kube_prometheus_stack():
-    manifest = load(PROJECT_ROOT / alerts.MANIFEST_FILE)
+@pytest.mark.parametrize(
+    ("service", "manifest_file"),
+    [("wine", "k8s/monitoring/prometheus-rule.yaml"), ("llm", "k8s/llm/prometheus-rule.yaml")],
+)
+def test_manifest_wraps_the_same_groups_for_kube_prometheus_stack(service: str, manifest_file: str):
+    alert_set: AlertSet = ALERT_SETS[service][0]
+    assert alert_set.manifest_file == Path(manifest_file)
+    manifest = load(PROJECT_ROOT / manifest_file)
     assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
     assert manifest["kind"] == "PrometheusRule"
-    assert manifest["metadata"]["name"] == "wine-alerts"
+    assert manifest["metadata"]["name"] == f"{service}-alerts"
     assert manifest["metadata"]["namespace"] == "wine-workshop"
     assert manifest["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert manifest["spec"] == load(PROJECT_ROOT / alerts.RULES_FILE)
-    assert alerts.prometheus_rule_manifest("team-a")["metadata"]["namespace"] == "team-a"
+    assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == service
+    assert manifest["spec"] == load(PROJECT_ROOT / alert_set.rules_file)
+    assert alert_set.manifest("team-a")["metadata"]["namespace"] == "team-a"
+    assert alerts.prometheus_rule_manifest("team-a") == alerts.WINE_ALERTS.manifest("team-a")
+
+
+def test_each_manifest_is_listed_by_its_kustomization():
+    """A generated PrometheusRule that no kustomization lists is never applied."""
+    for alert_set in alerts.ALERT_SETS:
+        kustomization = load(PROJECT_ROOT / alert_set.manifest_file.parent / "kustomization.yaml")
+        assert alert_set.manifest_file.name in kustomization["resources"], alert_set.manifest_file
 
 
 def test_production_holds_by_default():
@@ -111,6 +174,55 @@ def test_production_holds_by_default():
         "WinePredictionDrift": "10m",
         "WineFeatureDrift": "10m",
     }
+
+
+def test_llm_production_holds():
+    holds = {rule.name: rule.hold for rule in llm_alerts.LLM_ALERTS.alerts.values()}
+    assert holds == {
+        "LLMServiceDown": "1m",
+        "LLMNoModelServing": "10m",
+        "LLMModelSwapFailed": "0s",  # a failed swap is an event: tell at once
+        "LLMGenerationLatencyHigh": "10m",
+        "LLMOverloaded": "5m",
+    }
+
+
+def test_llm_alerts_read_only_the_services_metrics():
+    for name, expr in llm_alerts.LLM_ALERTS.expressions().items():
+        used = set(re.findall(r"\b([a-z_:][a-z0-9_:]*)\{", expr))
+        assert used and used <= LLM_METRICS, (name, used - LLM_METRICS)
+
+
+def test_the_llm_latency_alert_and_dashboard_share_the_threshold():
+    from workshop.observability.llm_dashboard import generation_latency_panel
+
+    panel = generation_latency_panel().build()
+    steps = [step.value for step in panel.field_config.defaults.thresholds.steps]
+    assert llm_alerts.GENERATION_P95_SECONDS in steps
+    assert f"> {llm_alerts.GENERATION_P95_SECONDS:g}" in llm_alerts.LLM_ALERTS.alerts["LLMGenerationLatencyHigh"].expr
+
+
+def test_workshop_rules_hold_every_service_and_take_any_services_overrides():
+    combined = alerts.workshop_rules({"WineFeatureDrift": "15s", "LLMNoModelServing": "30s"})
+    expected = [g for s in alerts.ALERT_SETS for g in s.prometheus_rules()["groups"]]
+    assert [g["name"] for g in combined["groups"]] == [g["name"] for g in expected]
+    holds = {rule["alert"]: rule["for"] for group in combined["groups"] for rule in group["rules"]}
+    assert holds["WineFeatureDrift"] == "15s"
+    assert holds["LLMNoModelServing"] == "30s"
+    assert holds["LLMServiceDown"] == "1m"
+    with pytest.raises(ValueError, match="unknown alert name"):
+        alerts.workshop_rules({"LLMSwapFailed": "1m"})
+    with pytest.raises(ValueError, match="invalid Prometheus duration"):
+        alerts.workshop_rules({"LLMServiceDown": "soon"})
+
+
+def test_workshop_rules_are_valid(promtool: str, tmp_path: Path):
+    rules = tmp_path / "workshop.rules.yml"
+    names = [name for alert_set in alerts.ALERT_SETS for name in alert_set.names]
+    rules.write_text(alerts.to_yaml(alerts.workshop_rules(dict.fromkeys(names, "15s"))))
+    result = run_promtool(promtool, "check", "rules", rules)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(names)} rules found" in result.stdout
 
 
 def test_hold_overrides_shorten_only_the_named_alerts():
