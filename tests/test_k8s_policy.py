@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,21 @@ SKIP_ANNOTATION = re.compile(r"checkov\.io/skip\d+")
 Report = dict[str, Any]
 
 
-def checkov(*arguments: str) -> Report:
-    """One checkov run (JSON report); a skip when checkov is not installed."""
+def checkov(*arguments: str) -> dict[str, Report]:
+    """One checkov run, its JSON report per framework ("kubernetes", "dockerfile"); a skip without checkov."""
     if not CHECKOV.is_file():
         pytest.skip(f"checkov is missing ({CHECKOV.relative_to(PROJECT_ROOT)}): run make install")
     command = [str(CHECKOV), "--config-file", str(CONFIG), "--skip-download", "--output", "json", *arguments]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False)
     # Exit status 1 means failed checks, which the JSON lists; anything else, or no JSON, is checkov failing.
     try:
-        report = json.loads(result.stdout)
+        reports = json.loads(result.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"checkov exited {result.returncode} without a report:\n{result.stderr[-3000:]}", pytrace=False)
-    assert isinstance(report, dict), f"expected one framework's report, got {len(report)}"
-    return report
+    reports = {report["check_type"]: report for report in (reports if isinstance(reports, list) else [reports])}
+    for report in reports.values():
+        assert report["summary"]["parsing_errors"] == 0, report["summary"]
+    return reports
 
 
 def file_name(folder: Path) -> str:
@@ -58,18 +61,24 @@ def in_file(report: Report, outcome: str, name: str) -> list[Report]:
 
 
 @pytest.fixture(scope="module")
-def kubernetes_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    """One checkov run over every entry-point kustomization, rendered (k8s/monitoring is part of k8s/base).
-    One that kustomize cannot build is left out here: its own test reports kustomize's error."""
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
+    """One checkov run (it takes seconds to start) over a folder with the Dockerfile and every entry-point
+    kustomization, rendered (k8s/monitoring is part of k8s/base). A kustomization that kustomize cannot
+    build is left out here: its own test reports kustomize's error."""
     folder = tmp_path_factory.mktemp("rendered")
+    shutil.copyfile(DOCKERFILE, folder / "Dockerfile")
     for kustomization in ENTRY_POINTS:
         if (result := kustomize_build(kustomization)).returncode == 0:
             (folder / file_name(kustomization)).write_text(result.stdout, encoding="utf-8")
-    report = checkov("--framework", "kubernetes", "--directory", str(folder))
-    assert report["summary"]["parsing_errors"] == 0, report["summary"]
-    return report
+    return checkov("--framework", "kubernetes", "dockerfile", "--directory", str(folder))
 
 
+@pytest.fixture(scope="module")
+def kubernetes_report(reports: dict[str, Report]) -> Report:
+    return reports["kubernetes"]
+
+
+@pytest.mark.slow  # checkov: 5 to 15 s, once for the module
 @pytest.mark.parametrize("folder", ENTRY_POINTS, ids=folder_id)
 def test_the_kustomization_passes_checkov(kubernetes_report: Report, folder: Path) -> None:
     name = file_name(folder)
@@ -79,6 +88,7 @@ def test_the_kustomization_passes_checkov(kubernetes_report: Report, folder: Pat
     assert not failed, f"checkov on k8s/{folder_id(folder)} ({len(failed)} failed):\n" + "\n".join(failed)
 
 
+@pytest.mark.slow
 def test_checkov_skips_only_what_the_annotations_justify(kubernetes_report: Report) -> None:
     """Every skipped check comes from an annotation on its object that says why; none is skipped silently."""
     skipped = kubernetes_report["results"]["skipped_checks"]
@@ -120,8 +130,9 @@ def test_every_skip_in_the_config_has_a_comment() -> None:
         assert lines[number - 1].strip().startswith("#"), f".checkov.yaml: {check} needs its reason above it"
 
 
-def test_the_dockerfile_passes_checkov() -> None:
-    report = checkov("--framework", "dockerfile", "--file", str(DOCKERFILE))
+@pytest.mark.slow
+def test_the_dockerfile_passes_checkov(reports: dict[str, Report]) -> None:
+    report = reports["dockerfile"]
     assert report["summary"]["passed"] > 0
     failed = sorted(describe(check) for check in report["results"]["failed_checks"])
     assert not failed, "checkov on the Dockerfile:\n" + "\n".join(failed)
