@@ -37,6 +37,8 @@ def request(api_client: client.ApiClient, method: str, path: str, *, body: Any =
     )
     response = api_client.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
     response.read()
+    if not 200 <= response.status < 300:  # call_api hands back error statuses; the typed calls raise them
+        raise ApiException(http_resp=response)
     return json.loads(response.data or b"{}")
 
 

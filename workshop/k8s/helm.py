@@ -18,6 +18,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from workshop.k8s.apply import apply
 from workshop.k8s.errors import HelmError, ToolMissingError
 from workshop.paths import project_root
 
@@ -62,12 +63,10 @@ def run_helm(command: list[str], *, timeout: float = 900.0) -> str:
     return done.stdout
 
 
-def ensure_namespace(core: client.CoreV1Api, namespace: str) -> None:
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    except ApiException as error:
-        if error.status != 409:
-            raise
+def ensure_namespace(api_client: client.ApiClient, namespace: str) -> None:
+    """The chart's namespace, applied (not created) so that an existing one is simply kept."""
+    apply(api_client, {"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": namespace, "labels": {"app.kubernetes.io/part-of": "ml-serving-workshop"}}})
 
 
 def ensure_grafana_secret(core: client.CoreV1Api, namespace: str = NAMESPACE, *, user: str = "admin") -> bool:

@@ -60,6 +60,7 @@ class KubernetesTarget:
     load_image: bool = True
     shared_monitoring: bool = False  # True on a cluster several learners share: teardown keeps the chart
     progress: bool = True
+    poll_interval: float = 1.0  # seconds between reads of a rollout's state
     connector: Connector | None = None  # how port-forwards reach a pod; None is the API server's websocket
     cluster: Cluster | None = None
     name: str = "kubernetes"
@@ -106,7 +107,8 @@ class KubernetesTarget:
             images.load_image(manifests.containers(deployment)[0]["image"], self._cluster.context)
         self._apply([m for m in objects if m["kind"] != "Namespace"])
         if wait_ready:
-            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, progress=self.progress)
+            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
+                             progress=self.progress)
             forward = PortForward(self._cluster.core, self.namespace, name, port, connector=self.connector).start()
             url = forward.url
         else:
@@ -162,7 +164,7 @@ class KubernetesTarget:
         if rule_files is not None:
             raise ValueError("rule_files applies to the local target; on kubernetes pass hold_overrides")
         core = self._cluster.core
-        helm.ensure_namespace(core, helm.NAMESPACE)
+        helm.ensure_namespace(self._cluster.api_client, helm.NAMESPACE)
         helm.ensure_grafana_secret(core, helm.NAMESPACE)
         helm.run_helm(helm.install_command(timeout_s=int(timeout)), timeout=timeout + 60)
         waiting, self.skipped = self.skipped, []
@@ -190,7 +192,8 @@ class KubernetesTarget:
             images.load_image(image, self._cluster.context)
         return cluster_loadtest.run_cluster_load_test(
             self._cluster, self.namespace, host, results_dir, values, workers=workers, image=image,
-            run_time_s=run_time_s, rendered=manifests.render(self.manifests_root / "load_tests"), check=check)
+            run_time_s=run_time_s, rendered=manifests.render(self.manifests_root / "load_tests"), check=check,
+            interval=self.poll_interval)
 
     # --- teardown ------------------------------------------------------------------------------------
 

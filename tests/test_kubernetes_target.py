@@ -1,0 +1,680 @@
+"""The kubernetes target against an in-process Kubernetes API emulator (kmock) over real HTTP.
+
+The official client is pointed at the emulator through a real kubeconfig file, so configuration
+loading, authentication headers, URL building, (de)serialisation and error statuses are the ones a
+cluster sees. The test plays the cluster's controllers: it creates pods, events and logs, and patches
+Deployment and Job statuses through the API while the target waits.
+
+kmock 0.8 stores objects and answers CRUD; what it lacks is added in :class:`WorkshopEmulator` and is
+therefore verified only on a real cluster (tests/test_cluster.py): server-side apply's field merging
+(kmock merges dicts; the emulator only makes apply create missing objects), paths of cluster-scoped
+Namespaces, CRD discovery (modelled by a flag), label and field selectors (kmock ignores them, so the
+target filters again itself), pod log streaming as text, and port-forwarding (kmock has no websocket:
+the target's bridge is tested against a real local TCP server behind its connector seam).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import socket
+import stat
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import aiohttp.web
+import httpx
+import kmock
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.conftest import PROJECT_ROOT
+from workshop.k8s import diagnose, helm, images, manifests
+from workshop.k8s import loadtest as cluster_loadtest
+from workshop.k8s.cluster import FIELD_MANAGER
+from workshop.k8s.errors import (
+    ClusterLoadTestError,
+    ImageLoadError,
+    ManifestError,
+    RolloutError,
+    ToolMissingError,
+)
+from workshop.k8s.rollout import rollout_state
+from workshop.k8s.target import KubernetesTarget
+from workshop.loadtest import AGGREGATED, LoadTestError
+from workshop.targets import get_target
+
+NAMESPACE = "learner-7"
+WINE_LABELS = {"app.kubernetes.io/name": "wine", "app.kubernetes.io/component": "api"}
+NAMESPACES = kmock.resource(group="", version="v1", plural="namespaces")
+
+
+# --- the emulator ----------------------------------------------------------------------------------
+
+class WorkshopEmulator(kmock.KubernetesEmulator):
+    """kmock's stateful emulator plus three things a real API server does that kmock 0.8 does not.
+
+    - server-side apply (PATCH ``application/apply-patch+yaml``) creates an object that does not exist;
+    - ``/api/v1/namespaces/NAME`` is the cluster-scoped Namespace NAME (kmock reads it as a namespace prefix);
+    - ``monitoring.coreos.com`` resources exist only once their CRDs do (``monitoring_crds``).
+
+    (The client asks for ``/version/``, kmock serves ``/version``: :class:`Emulator` adds the alias.)
+    """
+
+    monitoring_crds = False
+
+    async def _handle(self, request: kmock.Request):
+        parts = request.url.path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4:
+            return await self._namespace(request, parts[3])
+        if request.resource is not None and request.resource.group == "monitoring.coreos.com" \
+                and not self.monitoring_crds:
+            raise kmock.KubernetesResourceNotFoundError()
+        if request.method == "PATCH" and request.headers.get("Content-Type", "").startswith("application/apply-patch"):
+            key = (request.resource, request.namespace, request.name)
+            async with self._lock:
+                if key not in self.objects:
+                    self.objects[key] = request.data
+                elif self.objects[key].deleted:
+                    self.objects[key].create(request.data)
+        return await super()._handle(request)
+
+    async def _namespace(self, request: kmock.Request, name: str) -> aiohttp.web.Response:
+        """GET, apply (PATCH) and DELETE of the cluster-scoped Namespace ``name``, stored with the other objects."""
+        key = (NAMESPACES, None, name)
+        async with self._lock:
+            exists = key in self.objects and not self.objects[key].deleted
+            if request.method == "PATCH" and not exists:
+                if key in self.objects:
+                    self.objects[key].create(request.data)
+                else:
+                    self.objects[key] = request.data
+            elif request.method == "PATCH":
+                self.objects[key].patch(request.data)
+            elif not exists:
+                raise kmock.KubernetesObjectNotFoundError()
+            raw = self.objects[key].raw
+            if request.method == "DELETE":
+                self.objects[key].delete()
+        return aiohttp.web.json_response(raw)
+
+
+class Emulator:
+    """The emulator served on 127.0.0.1 from a thread of its own, for the synchronous official client."""
+
+    def __init__(self) -> None:
+        self.handler: WorkshopEmulator | None = None
+        self.url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        async with WorkshopEmulator() as handler, kmock.Server(handler) as server:
+            self.handler, self.url = handler, str(server.url).rstrip("/")
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            for listed in ("v1/events", "v1/pods", "v1/services", "apps/v1/deployments", "batch/v1/jobs"):
+                handler.resources[listed] = {}  # a real server lists an empty collection; kmock needs it declared
+            handler.fallback["get /version/"] << handler._serve_server_version  # the client adds the slash
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Emulator:
+        self._thread.start()
+        assert self._ready.wait(10), "the emulator did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def requests(self, method: str, path_part: str = "") -> list[kmock.Request]:
+        assert self.handler is not None
+        return [r for r in list(self.handler) if r.method == method and path_part in r.url.path]
+
+    def stored(self, plural: str, namespace: str | None, name: str) -> dict | None:
+        """The stored object, or None when absent or deleted."""
+        assert self.handler is not None
+        for (resource, ns, obj_name), obj in list(self.handler.objects.items()):
+            if resource.plural == plural and ns == namespace and obj_name == name and not obj.deleted:
+                return obj.raw
+        return None
+
+    def logs(self, text: str) -> None:
+        """Every pod log request answers ``text`` (as text/plain, like the API server)."""
+        assert self.handler is not None
+        self.handler[kmock.resource("v1/pods"), kmock.subresource("log")] << text
+
+
+def write_kubeconfig(path: Path, server: str, context: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": "emulated", "cluster": {"server": server}}],
+        "users": [{"name": "learner", "user": {"token": "learner-token"}}],
+        "contexts": [{"name": context, "context": {"cluster": "emulated", "user": "learner"}}],
+    }))
+    return path
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bin folder first on PATH where tests put fake helm/kind/minikube that record their argv."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
+def fake_tool(folder: Path, name: str, stdout: str = "", code: int = 0) -> Path:
+    """An executable ``name`` appending its argv (one JSON list per line) to ``name.calls``."""
+    calls = folder / f"{name}.calls"
+    script = folder / name
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> {calls}
+        printf '%s' '{stdout}'
+        exit {code}
+    """))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return calls
+
+
+def calls(path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def requires_kubectl() -> None:
+    if manifests.shutil.which("kubectl") is None:
+        pytest.skip(f"kubectl is needed to render the kustomizations. {manifests.KUBECTL_HINT}")
+
+
+@pytest.fixture
+def make_target(emulator: Emulator, tmp_path: Path) -> Callable[..., KubernetesTarget]:
+    def make(context: str = "kind-workshop", **options) -> KubernetesTarget:
+        kubeconfig = write_kubeconfig(tmp_path / f"kubeconfig-{context}", emulator.url, context)
+        options = {"namespace": NAMESPACE, "load_image": False, "progress": False, "poll_interval": 0.05,
+                   "shared_monitoring": True, **options}
+        return KubernetesTarget(kubeconfig=kubeconfig, **options)
+
+    requires_kubectl()
+    return make
+
+
+# --- playing the cluster's controllers -------------------------------------------------------------
+
+def core_api(emulator: Emulator) -> client.CoreV1Api:
+    configuration = client.Configuration()
+    configuration.host = emulator.url
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def apps_api(emulator: Emulator) -> client.AppsV1Api:
+    return client.AppsV1Api(core_api(emulator).api_client)
+
+
+def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def add_pod(emulator: Emulator, name: str, labels: dict, *, ready: bool = False, waiting: str | None = None,
+            message: str = "", restarts: int = 0, last_exit: int | None = None, unschedulable: str = "",
+            namespace: str = NAMESPACE, port: int = 8000) -> None:
+    container_status = {"name": "main", "image": "img", "imageID": "", "ready": ready, "restartCount": restarts,
+                        "state": {"running": {}} if waiting is None else {"waiting": {"reason": waiting,
+                                                                                       "message": message}}}
+    if last_exit is not None:
+        container_status["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
+    status = {"phase": "Running" if waiting is None else "Pending", "containerStatuses": [container_status]}
+    if unschedulable:
+        status = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                      "reason": "Unschedulable", "message": unschedulable}]}
+    core_api(emulator).create_namespaced_pod(namespace, {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "main", "image": "img", "ports": [{"name": "http", "containerPort": port}]}]},
+        "status": status,
+    })
+
+
+def add_event(emulator: Emulator, pod: str, reason: str, message: str, kind: str = "Warning") -> None:
+    core_api(emulator).create_namespaced_event(NAMESPACE, {
+        "metadata": {"name": f"{pod}.{reason.lower()}", "namespace": NAMESPACE},
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": NAMESPACE},
+        "reason": reason, "message": message, "type": kind, "count": 3,
+    })
+
+
+def set_rollout(emulator: Emulator, name: str, *, replicas: int, updated: int, available: int,
+                namespace: str = NAMESPACE) -> None:
+    apps_api(emulator).patch_namespaced_deployment_status(name, namespace, {"status": {
+        "observedGeneration": 1, "replicas": replicas, "updatedReplicas": updated, "availableReplicas": available,
+        "readyReplicas": available}})
+
+
+@pytest.fixture
+def backend() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server standing in for the pod's port: (host:port, paths it was asked for)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = json.dumps({"status": "ok", "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def connector_to(address: str, record: list[tuple[str, str, int]]):
+    host, port = address.split(":")
+
+    def connect(namespace: str, pod: str, pod_port: int) -> socket.socket:
+        record.append((namespace, pod, pod_port))
+        return socket.create_connection((host, int(port)), timeout=5)
+
+    return connect
+
+
+def in_background(function: Callable[[], object]) -> concurrent.futures.Future:
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(function)
+    executor.shutdown(wait=False)
+    return future
+
+
+# --- connecting ------------------------------------------------------------------------------------
+
+def test_get_target_connects_through_the_kubeconfig(emulator, tmp_path):
+    kubeconfig = write_kubeconfig(tmp_path / "config", emulator.url, "kind-workshop")
+    target = get_target("kubernetes", namespace="learner-3", kubeconfig=kubeconfig)
+    assert isinstance(target, KubernetesTarget)
+    assert (target.name, target.namespace, target.cluster.context) == ("kubernetes", "learner-3", "kind-workshop")
+    version = emulator.requests("GET", "/version")
+    assert version and version[0].headers["Authorization"] == "Bearer learner-token"
+
+
+# --- namespace, quota and server-side apply --------------------------------------------------------
+
+def test_namespace_gets_its_quota_and_limits_through_server_side_apply(emulator, make_target):
+    make_target().prepare_namespace()
+    namespace = emulator.stored("namespaces", None, NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    quota = emulator.stored("resourcequotas", NAMESPACE, "workshop")
+    limits = emulator.stored("limitranges", NAMESPACE, "workshop")
+    assert quota["metadata"]["namespace"] == limits["metadata"]["namespace"] == NAMESPACE
+    assert quota["spec"]["hard"]["pods"] and limits["spec"]["limits"]
+    assert emulator.stored("namespaces", None, "wine-workshop") is None, "the default namespace was renamed"
+    patches = emulator.requests("PATCH")
+    assert [r.url.path for r in patches] == [
+        f"/api/v1/namespaces/{NAMESPACE}",
+        f"/api/v1/namespaces/{NAMESPACE}/resourcequotas/workshop",
+        f"/api/v1/namespaces/{NAMESPACE}/limitranges/workshop",
+    ]
+    for request in patches:
+        assert request.headers["Content-Type"] == "application/apply-patch+yaml"
+        assert request.params == {"fieldManager": FIELD_MANAGER, "force": "true"}
+
+
+def test_missing_manifests_folder_is_named(emulator, make_target, tmp_path):
+    target = make_target(manifests_root=tmp_path)
+    with pytest.raises(ManifestError, match=r"No kustomization.yaml in .*llm"):
+        target.deploy_llm(default_model="tiny")
+
+
+def test_in_namespace_moves_namespaced_objects_and_renames_the_namespace():
+    moved = manifests.in_namespace([
+        {"kind": "Namespace", "metadata": {"name": "wine-workshop"}},
+        {"kind": "Service", "metadata": {"name": "wine", "namespace": "wine-workshop"}},
+        {"kind": "ConfigMap", "metadata": {"name": "settings"}},
+        {"kind": "ClusterRole", "metadata": {"name": "reader"}},
+    ], "learner-2")
+    assert [m["metadata"] for m in moved] == [
+        {"name": "learner-2"}, {"name": "wine", "namespace": "learner-2"},
+        {"name": "settings", "namespace": "learner-2"}, {"name": "reader"},
+    ]
+    assert [manifests.plural(k) for k in ("NetworkPolicy", "Ingress", "PrometheusRule", "ResourceQuota")] == [
+        "networkpolicies", "ingresses", "prometheusrules", "resourcequotas"]
+
+
+# --- deploying and waiting for the rollout ---------------------------------------------------------
+
+def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
+        emulator, make_target, tools, backend, capsys):
+    kind_calls = fake_tool(tools, "kind")
+    forwarded: list[tuple[str, str, int]] = []
+    target = make_target(load_image=True, progress=True, connector=connector_to(backend[0], forwarded))
+    deploying = in_background(lambda: target.deploy_wine(max_batch_size="50", timeout=20))
+
+    deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WINE_MAX_BATCH_SIZE"] == "50" and env["WINE_ENVIRONMENT"] == "production"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "wine-service:latest"
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=1)
+    time.sleep(0.3)
+    assert not deploying.done(), "one of two replicas available is not a finished rollout"
+    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    service = deploying.result(timeout=20)
+
+    assert calls(kind_calls) == [["load", "docker-image", "wine-service:latest", "--name", "workshop"]]
+    answer = httpx.get(f"{service.url}/health", timeout=5)
+    assert answer.json() == {"status": "ok", "path": "/health"}
+    assert forwarded == [(NAMESPACE, "wine-abc", 8000)], "Service port 80 -> targetPort http -> container 8000"
+    assert "deployment/wine" in capsys.readouterr().err
+    for kind in ("services", "poddisruptionbudgets", "horizontalpodautoscalers"):
+        assert emulator.stored(kind, NAMESPACE, "wine"), kind
+    assert {m["kind"] for m in target.skipped} == {"ServiceMonitor", "PrometheusRule"}, (
+        "objects whose CRDs arrive with kube-prometheus-stack wait for start_monitoring")
+    emulator.logs("INFO model loaded\nINFO serving\n")
+    assert "--- pod wine-abc\nINFO model loaded" in service.logs()
+    target.teardown()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{service.url}/health", timeout=2)
+
+
+def test_rollout_rules_follow_kubectl():
+    def deployment(generation=1, observed=1, replicas=2, updated=2, total=2, available=2):
+        return client.V1Deployment(
+            metadata=client.V1ObjectMeta(generation=generation), spec=client.V1DeploymentSpec(
+                replicas=replicas, selector=client.V1LabelSelector(), template=client.V1PodTemplateSpec()),
+            status=client.V1DeploymentStatus(observed_generation=observed, updated_replicas=updated,
+                                             replicas=total, available_replicas=available))
+
+    assert rollout_state(deployment()) == (True, "2 of 2 replicas available")
+    assert rollout_state(deployment(generation=2))[1] == "waiting for the deployment spec update to be observed"
+    assert rollout_state(deployment(updated=1))[1] == "1 of 2 new replicas have been updated"
+    assert rollout_state(deployment(total=3))[1] == "1 old replicas are pending termination"
+    assert rollout_state(deployment(available=1))[1] == "1 of 2 updated replicas are available"
+
+
+def _failed_deploy(emulator: Emulator, target: KubernetesTarget, timeout: float = 20) -> RolloutError:
+    deploying = in_background(lambda: target.deploy_wine(timeout=timeout))
+    eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
+    return deploying
+
+
+def test_image_pull_backoff_fails_at_once_naming_the_pod_reason_events_and_fix(emulator, make_target):
+    deploying = _failed_deploy(emulator, make_target())
+    add_event(emulator, "wine-x1", "Failed", 'Failed to pull image "wine-service:latest": not found')
+    add_pod(emulator, "wine-x1", WINE_LABELS, waiting="ImagePullBackOff",
+            message='Back-off pulling image "wine-service:latest"')
+    with pytest.raises(RolloutError) as failed:
+        deploying.result(timeout=15)
+    message = str(failed.value)
+    assert failed.value.pods == ["wine-x1"] and failed.value.reasons == ["ImagePullBackOff"]
+    assert "pod wine-x1: Pending (ImagePullBackOff)" in message
+    assert 'Warning Failed: Failed to pull image "wine-service:latest": not found (x3)' in message
+    assert "minikube image load" in message and "kind load docker-image" in message
+
+
+def test_crash_loop_reports_the_previous_log_and_says_to_read_it(emulator, make_target):
+    deploying = _failed_deploy(emulator, make_target())
+    emulator.logs("Traceback (most recent call last):\nModelError: no model at /srv/model\n")
+    add_pod(emulator, "wine-c1", WINE_LABELS, waiting="CrashLoopBackOff", message="back-off 40s restarting",
+            restarts=4, last_exit=1)
+    with pytest.raises(RolloutError) as failed:
+        deploying.result(timeout=15)
+    message = str(failed.value)
+    assert "pod wine-c1: Pending (CrashLoopBackOff)" in message
+    assert "last exited with code 1 (Error), 4 restarts" in message
+    assert "ModelError: no model at /srv/model" in message
+    assert "read its log" in message
+    logs = [r for r in emulator.requests("GET", "/pods/wine-c1/log")]
+    assert logs and logs[0].params.get("previous") == "true", "a crashed container's log is the previous one"
+
+
+def test_a_rollout_that_never_schedules_times_out_with_the_scheduling_hint(emulator, make_target):
+    deploying = _failed_deploy(emulator, make_target(), timeout=1.5)
+    add_pod(emulator, "wine-p1", WINE_LABELS, unschedulable="0/1 nodes are available: 1 Insufficient cpu.")
+    add_event(emulator, "wine-p1", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")
+    add_pod(emulator, "other", {"app.kubernetes.io/name": "llm"}, waiting="ImagePullBackOff")
+    with pytest.raises(RolloutError) as failed:
+        deploying.result(timeout=15)
+    message = str(failed.value)
+    assert message.startswith(f"Deployment wine in namespace {NAMESPACE} did not roll out within 2 s")
+    assert "Insufficient cpu" in message and "lower the requests" in message
+    assert failed.value.pods == ["wine-p1"], "pods of other Deployments are not this rollout's business"
+
+
+def test_a_running_pod_failing_readiness_gets_the_readiness_hint():
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="wine-r"), status=client.V1PodStatus(
+        phase="Running", container_statuses=[client.V1ContainerStatus(
+            name="wine", image="i", image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(running=client.V1ContainerStateRunning()))]))
+    reasons, details = diagnose.pod_reasons(pod)
+    assert reasons == ["NotReady"] and "readiness probe failing" in details[0]
+    assert "readiness probe fails" in diagnose.hints(reasons)[0]
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("context", "tool", "argv"), [
+    ("kind-workshop", "kind", ["load", "docker-image", "wine-service:latest", "--name", "workshop"]),
+    ("minikube", "minikube", ["image", "load", "wine-service:latest", "--profile", "minikube"]),
+])
+def test_image_is_loaded_with_the_clusters_own_tool(tools, context, tool, argv):
+    recorded = fake_tool(tools, tool)
+    assert images.load_image("wine-service:latest", context)[0] == tool
+    assert calls(recorded) == [argv]
+
+
+def test_a_renamed_minikube_profile_is_recognised(tools):
+    recorded = fake_tool(tools, "minikube", stdout='{"valid": [{"Name": "class-a"}]}')
+    images.load_image("wine-service:latest", "class-a")
+    assert calls(recorded)[-1] == ["image", "load", "wine-service:latest", "--profile", "class-a"]
+
+
+def test_neither_minikube_nor_kind_says_to_push_to_a_registry(tools):
+    with pytest.raises(ImageLoadError, match=r"'prod-eu' is neither a minikube nor a kind cluster.*registry"):
+        images.load_image("wine-service:latest", "prod-eu")
+
+
+def test_a_kind_context_without_kind_installed_says_so(tools, monkeypatch):
+    monkeypatch.setenv("PATH", str(tools))
+    with pytest.raises(ToolMissingError, match=r"kind cluster but `kind` is not on PATH"):
+        images.load_image("wine-service:latest", "kind-workshop")
+
+
+def test_a_failing_load_reports_the_tools_output(tools):
+    fake_tool(tools, "kind", stdout="ERROR: image not present locally", code=1)
+    with pytest.raises(ImageLoadError, match=r"failed \(exit 1\):\nERROR: image not present locally"):
+        images.load_image("wine-service:latest", "kind-workshop")
+
+
+# --- monitoring with helm --------------------------------------------------------------------------
+
+def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies_what_waited(
+        emulator, make_target, tools, backend):
+    helm_calls = fake_tool(tools, "helm")
+    forwarded: list[tuple[str, str, int]] = []
+    target = make_target(connector=connector_to(backend[0], forwarded))
+    deploying = in_background(lambda: target.deploy_wine(timeout=20))
+    eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
+    add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    deploying.result(timeout=20)
+    assert len(target.skipped) == 2
+
+    core_api(emulator).create_namespaced_service("monitoring", {
+        "metadata": {"name": helm.PROMETHEUS_SERVICE, "namespace": "monitoring"},
+        "spec": {"selector": {"app.kubernetes.io/name": "prometheus"}, "ports": [{"port": 9090}]}})
+    add_pod(emulator, "prometheus-0", {"app.kubernetes.io/name": "prometheus"}, ready=True, namespace="monitoring",
+            port=9090)
+    emulator.handler.monitoring_crds = True  # what installing the chart brings
+    url = target.start_monitoring(hold_overrides={"WineHighErrorRatio": "10s"})
+
+    install = calls(helm_calls)[0]
+    assert install[:7] == ["upgrade", "--install", "kube-prometheus-stack", "kube-prometheus-stack", "--repo",
+                           helm.REPO, "--namespace"]
+    assert install[install.index("-f") + 1] == str(PROJECT_ROOT / "k8s" / "monitoring" / "values.yaml")
+    assert "--wait" in install and "monitoring" in install
+    secret = emulator.stored("secrets", "monitoring", "grafana-admin")
+    password = secret["stringData"]["admin-password"]
+    assert secret["stringData"]["admin-user"] == "admin" and len(password) >= 20
+    assert emulator.stored("servicemonitors", NAMESPACE, "wine") and not target.skipped
+    rule = emulator.stored("prometheusrules", NAMESPACE, "wine-alerts")
+    holds = {r["alert"]: r.get("for") for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert holds["WineHighErrorRatio"] == "10s"
+    assert httpx.get(f"{url}/api/v1/status", timeout=5).status_code == 200
+    assert forwarded[-1] == ("monitoring", "prometheus-0", 9090)
+
+    target.start_monitoring()  # an upgrade: the learner's password stays
+    assert emulator.stored("secrets", "monitoring", "grafana-admin")["stringData"]["admin-password"] == password
+    assert len(emulator.requests("POST", "/namespaces/monitoring/secrets")) == 1
+    assert [c[0] for c in calls(helm_calls)] == ["upgrade", "upgrade"]
+    target.teardown()
+
+
+def test_rule_files_are_refused_on_the_cluster(emulator, make_target):
+    with pytest.raises(ValueError, match="hold_overrides"):
+        make_target().start_monitoring(rule_files=[Path("rules.yml")])
+
+
+# --- teardown --------------------------------------------------------------------------------------
+
+def test_teardown_deletes_the_namespaces_and_the_release_and_can_run_twice(emulator, make_target, tools):
+    helm_calls = fake_tool(tools, "helm")
+    target = make_target(shared_monitoring=False)
+    target.prepare_namespace()
+    helm.ensure_namespace(target.cluster.api_client, "monitoring")
+    assert target.teardown() == ["monitoring", NAMESPACE]
+    assert emulator.stored("namespaces", None, NAMESPACE) is None
+    assert emulator.stored("namespaces", None, "monitoring") is None
+    assert target.teardown() == [], "a second teardown finds nothing to delete and is harmless"
+    uninstall = ["uninstall", "kube-prometheus-stack", "--namespace", "monitoring", "--ignore-not-found", "--wait"]
+    assert calls(helm_calls) == [uninstall, uninstall]
+
+
+def test_teardown_on_a_shared_cluster_keeps_the_chart(emulator, make_target, tools):
+    helm_calls = fake_tool(tools, "helm")
+    target = make_target(shared_monitoring=True)
+    target.prepare_namespace()
+    assert target.teardown() == [NAMESPACE]
+    assert calls(helm_calls) == []
+
+
+# --- the load test Job -----------------------------------------------------------------------------
+
+STATS = """Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,\
+Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%
+GET,/health,40,0,2,2.5,1,9,15,2.0,0.0,2,3,3,3,4,5,6,8,9,9,9
+POST,/predict,400,0,6,7.1,3,80,60,20.0,0.0,6,7,8,9,12,15,30,45,80,80,80
+,Aggregated,440,0,6,6.7,1,80,56,22.0,0.0,6,7,8,9,11,14,28,40,80,80,80
+"""
+FAILURES = "Method,Name,Error,Occurrences\n"
+HISTORY = """Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,\
+100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,\
+Total Min Response Time,Total Max Response Time,Total Average Content Size
+1700000000,10,,Aggregated,20.0,0.0,6,7,8,9,11,14,28,40,80,80,80,200,0,6,6.5,1,80,56
+1700000001,10,,Aggregated,22.0,0.0,6,7,8,9,11,14,28,40,80,80,80,440,0,6,6.7,1,80,56
+"""
+
+
+def master_log(code: int = 0, stats: str = STATS) -> str:
+    blocks = {"locust_stats.csv": stats, "locust_failures.csv": FAILURES, "locust_stats_history.csv": HISTORY}
+    text = "[2026-11-22] locust-master/INFO/locust.main: Run time limit set to 20 seconds\n"
+    for name, body in blocks.items():
+        text += f"----- BEGIN {name} -----\n{body}----- END {name} -----\n"
+    return text + f"----- LOCUST EXIT CODE {code} -----\n"
+
+
+def test_the_locust_job_runs_in_the_namespace_and_its_results_come_back_as_tables(emulator, make_target, tmp_path):
+    target = make_target()
+    running = in_background(lambda: target.run_load_test("http://wine", users=10, run_time_s=20, workers=3,
+                                                         results_dir=tmp_path / "results", drift=True))
+    job = eventually(lambda: emulator.stored("jobs", NAMESPACE, "locust-master"), what="the Job")
+    workers = emulator.stored("deployments", NAMESPACE, "locust-worker")
+    assert workers["spec"]["replicas"] == 3
+    settings = next(obj.raw for (res, ns, name), obj in emulator.handler.objects.items()
+                    if res.plural == "configmaps" and name.startswith("locust-settings") and ns == NAMESPACE)
+    assert settings["data"]["LOCUST_HOST"] == "http://wine" and settings["data"]["LOCUST_DRIFT"] == "true"
+    assert settings["data"]["LOCUST_EXPECT_WORKERS"] == "3" and settings["data"]["LOCUST_RUN_TIME"] == "20s"
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == cluster_loadtest.IMAGE
+    emulator.logs(master_log())
+    add_pod(emulator, "locust-master-q7", {"job-name": "locust-master"}, ready=False)
+    client.BatchV1Api(core_api(emulator).api_client).patch_namespaced_job_status(
+        "locust-master", NAMESPACE,
+        {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})
+    result = running.result(timeout=20)
+
+    assert result.returncode == 0 and result.total_requests == 440 and result.total_failures == 0
+    assert result.stats.loc["/predict", "p99_ms"] == 45 and result.stats.loc[AGGREGATED, "rps"] == 22.0
+    assert result.history["seconds"].tolist() == [0, 1]
+    assert (tmp_path / "results" / "locust_stats.csv").read_text() == STATS
+    assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None, "workers must not outlive the Job"
+    assert emulator.stored("services", NAMESPACE, "locust-master") is None
+
+
+def test_a_load_test_with_failures_raises_with_the_result(emulator, make_target, tmp_path):
+    failing = STATS.replace("POST,/predict,400,0,", "POST,/predict,400,12,")
+    target = make_target()
+    running = in_background(lambda: target.run_load_test(run_time_s=5, results_dir=tmp_path))
+    eventually(lambda: emulator.stored("jobs", NAMESPACE, "locust-master"), what="the Job")
+    emulator.logs(master_log(code=1, stats=failing))
+    add_pod(emulator, "locust-master-z", {"job-name": "locust-master"})
+    client.BatchV1Api(core_api(emulator).api_client).patch_namespaced_job_status(
+        "locust-master", NAMESPACE, {"status": {"failed": 1}})
+    with pytest.raises(LoadTestError, match=r"failed \(Locust exit code 1\): 12 of 440 requests failed") as failed:
+        running.result(timeout=20)
+    assert failed.value.result is not None and failed.value.result.total_failures == 12
+    assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None
+
+
+def test_a_master_log_without_results_says_locust_did_not_finish(tmp_path):
+    log = "locust-master/ERROR: Gave up waiting for workers to connect\n----- LOCUST EXIT CODE 1 -----\n"
+    with pytest.raises(ClusterLoadTestError, match=r"(?s)has no locust_stats.csv.*Gave up waiting for workers"):
+        cluster_loadtest.parse_log(log, tmp_path)
+
+
+def test_the_master_jobs_shell_prints_the_csv_files_and_the_exit_code(tmp_path):
+    """The container's command, run by sh with a stand-in ``locust`` that writes CSVs and exits 1."""
+    requires_kubectl()
+    job = manifests.find(manifests.render(PROJECT_ROOT / "k8s" / "load_tests"), "Job", "locust-master")
+    command = manifests.containers(job)[0]["command"]
+    assert command[:2] == ["sh", "-c"]
+    results = tmp_path / "results"
+    results.mkdir()
+    fake = tmp_path / "locust"
+    fake.write_text(f"#!/bin/sh\nfor f in stats failures stats_history; do echo \"$f,$#\" > {results}/locust_$f.csv; "
+                    "done\nexit 1\n")
+    fake.chmod(0o755)
+    script = command[2].replace("/results/", f"{results}/")
+    done = subprocess.run(["sh", "-c", script, *command[3:], "--master", "--headless"], capture_output=True,
+                          text=True, env={**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"},
+                          check=False, timeout=30)
+    assert done.returncode == 1
+    assert cluster_loadtest.parse_log(done.stdout, tmp_path / "parsed") == 1
+    assert (tmp_path / "parsed" / "locust_stats.csv").read_text() == "stats,2\n", "locust got its arguments"
