@@ -1,0 +1,87 @@
+"""Fixtures of the LLM tests: tiny chat models built offline, and apps that serve them.
+
+Import the fixtures a test module needs from here (``from tests.llm_fixtures import ...``). The
+models are built once per test session into one folder, whichever module asks first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+MODEL_A, MODEL_B = "tiny-a", "tiny-b"
+NO_TEMPLATE, CORRUPT = "broken-no-template", "broken-weights"
+
+
+def _need_llm_extra() -> None:
+    for module in ("torch", "transformers", "tokenizers", "sse_starlette"):
+        pytest.importorskip(module, reason=f"{module} is missing; install the llm extra: pip install -e '.[llm]'")
+
+
+@pytest.fixture(scope="session")
+def llm_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory with two tiny chat models (different seeds) and two broken ones."""
+    _need_llm_extra()
+    from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
+
+    root = tmp_path_factory.getbasetemp() / "llm-models"
+    done = root / ".complete"
+    if not done.exists():
+        build_tiny_chat_model(root / MODEL_A, seed=0, name=MODEL_A)
+        build_tiny_chat_model(root / MODEL_B, seed=1, name=MODEL_B)
+        build_broken_model(root / NO_TEMPLATE, "no-chat-template")
+        build_broken_model(root / CORRUPT, "corrupt-weights")
+        done.touch()
+    return root
+
+
+def wait_loaded(app: FastAPI, timeout: float = 60.0) -> dict:
+    """Wait for the app's current load to end; returns the final snapshot as /status shows it."""
+    from app.llm.routers.model import status_body
+
+    return status_body(app.state.serving.manager.wait(timeout))
+
+
+@pytest.fixture
+def make_llm_client(llm_models_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    """``make_llm_client(**settings)``: a TestClient of a fresh app (tiny-a loaded unless told otherwise)."""
+    from app.llm.api import create_app
+    from app.llm.config import Settings
+
+    clients: list[TestClient] = []
+
+    def make(loader=None, wait: bool = True, **overrides) -> TestClient:
+        settings = Settings(**{"models_dir": llm_models_dir, "default_model": MODEL_A, "hub_offline": True,
+                               **overrides})
+        client = TestClient(create_app(settings, loader=loader))
+        client.__enter__()
+        clients.append(client)
+        if wait:
+            wait_loaded(client.app)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def llm_client(make_llm_client: Callable[..., TestClient]) -> TestClient:
+    """A fresh app serving tiny-a."""
+    client = make_llm_client()
+    assert client.get("/status").json()["state"] == "RUNNING", client.get("/status").json()
+    return client
+
+
+def user(content: str = "Hello, how are you?") -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def forbid_network_env() -> dict[str, str]:
+    """Environment for a child service that must never reach a hub."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}
