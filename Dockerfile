@@ -1,11 +1,14 @@
-# syntax=docker/dockerfile:1
-# The wine-quality service image. Line-by-line explanation: docs/container.md.
+# The workshop's images. Line-by-line explanation: docs/container.md.
 #
 #   python -m app.wine.train --output artifacts/wine      # the model is baked into the image
 #   DOCKER_BUILDKIT=1 docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt \
 #       --target wine -t wine-service:latest .
 #
+# Targets: wine (the default: the last stage), llm (the chat service), locust (the load generator).
 # The --secret is optional: it lets pip trust a corporate proxy's CA without storing the bundle in a layer.
+# BuildKit is required (RUN --mount); there is deliberately no "# syntax=" line: the builder's built-in
+# Dockerfile frontend (Docker 20.10 and later) has every feature used here, and no frontend image has to
+# be pulled from a registry, which keeps the build working offline and behind registry mirrors.
 
 # Every stage starts from the same interpreter, so the venv built in one runs in the others.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -38,21 +41,61 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # Byte-compile the service code once, here: the running container must not write anything.
 RUN python -m compileall -q --invalidation-mode checked-hash app
 
-# ---------------------------------------------------------------- llm: STUB, filled in by the LLM-serving issue
-# Same base, venv with the `llm` extra. Nothing serves an LLM yet: the command says so and exits.
+# ---------------------------------------------------------------- llm: the chat service (app.llm)
+# The builder's venv plus the `llm` extra (transformers, tokenizers, torch). torch on PyPI is, on Linux,
+# the CUDA build (several GB of libraries a CPU node never uses): the CPU build comes from PyTorch's own
+# index, which pip sees next to PyPI. constraints.txt pins the version ("torch==2.13.0"), and pip prefers
+# the index's local build of it ("2.13.0+cpu"). For a GPU image pass the matching index,
+# e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (and a CUDA base).
 FROM builder AS llm-builder
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,required=false,target=/run/secrets/ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \
-    && pip install -c constraints.txt ".[llm]"
+    && pip install -c constraints.txt --extra-index-url "${TORCH_INDEX_URL}" ".[llm]"
 
 FROM base AS llm
-ENV PATH=/opt/venv/bin:$PATH
+# Models are not baked in (hundreds of MB to GB each, swapped at run time): a model_id that names a folder
+# in LLM_MODELS_DIR loads from there, offline (mount a volume at /models); any other id is a hub id,
+# downloaded into HF_HOME (mount a writable volume at /cache, shared by restarts).
+ENV PATH=/opt/venv/bin:$PATH \
+    LLM_MODELS_DIR=/models \
+    HF_HOME=/cache/huggingface \
+    XDG_CACHE_HOME=/cache
 WORKDIR /srv
 COPY --from=llm-builder /opt/venv /opt/venv
 COPY --from=llm-builder /src/app /srv/app
+# Mount points: /models read-only for the service user, /cache writable by it when no volume is mounted.
+RUN mkdir -p /models /cache && chown 10001:10001 /cache
 USER 10001:10001
-CMD ["python", "-c", "raise SystemExit('llm image: stub stage, not implemented yet')"]
+EXPOSE 8000
+# Liveness only: /health answers while a model loads in the background; /ready (503 until loaded) is for
+# the orchestrator's readiness probe.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+CMD ["uvicorn", "app.llm.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+
+# ---------------------------------------------------------------- locust: load generator (k8s/load_tests)
+# The locustfile imports app.wine (feature bounds, the data loader: pandas), so the image is the
+# builder's venv plus Locust and pandas. The locustfile is baked in as the default; the Kubernetes Job
+# mounts the ConfigMap's copy and points LOCUST_LOCUSTFILE at it.
+FROM builder AS locust-builder
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca,required=false,target=/run/secrets/ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \
+    && pip install -c constraints.txt locust pandas
+
+FROM base AS locust
+ENV PATH=/opt/venv/bin:$PATH \
+    LOCUST_LOCUSTFILE=/srv/load_tests/locustfile.py
+WORKDIR /srv
+COPY --from=locust-builder /opt/venv /opt/venv
+COPY --from=locust-builder /src/app /srv/app
+COPY load_tests/locustfile.py /srv/load_tests/locustfile.py
+USER 10001:10001
+# 8089: the web UI (without --headless); 5557: where a master listens for its workers.
+EXPOSE 8089 5557
+CMD ["locust"]
 
 # ---------------------------------------------------------------- wine: the service (last = default target)
 FROM base AS wine

@@ -1,0 +1,379 @@
+"""Build, run and inspect the workshop's images through the ``docker`` command line.
+
+Notebook 03 and ``tests/test_image.py`` call this module: build the ``wine`` target, run it on
+127.0.0.1, smoke-test it, show its size and user, remove it. Docker is driven as a subprocess, exactly
+the commands a learner would type, so there is no Docker SDK dependency and nothing here that a learner
+cannot reproduce in a terminal.
+
+The Dockerfile uses BuildKit features (``RUN --mount`` for the pip cache and the CA bundle secret).
+Docker CLIs from 23.0 on build with BuildKit only through the ``buildx`` plugin; older CLIs (Debian
+bookworm's ``docker.io`` 20.10, for instance) embed a BuildKit client. :func:`docker_cli` therefore
+picks a ``docker`` that can build with BuildKit when several are installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+ENGINE_HINT = (
+    "start one with: sudo scripts/docker-engine.sh start (Debian/Ubuntu; installs docker.io), "
+    "or start Docker Desktop / the docker service"
+)
+INSTALL_HINT = (
+    "install Docker (https://docs.docker.com/get-docker/), or on Debian/Ubuntu: sudo scripts/docker-engine.sh start"
+)
+# Proxy settings Docker passes to RUN steps as predefined build arguments, kept out of the image history.
+PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+class ContainerError(RuntimeError):
+    """A docker command failed; the message carries the command's output and what to do about it."""
+
+
+class EngineUnavailable(ContainerError):
+    """No Docker engine answers (or no client can build): the message says what to install or start."""
+
+
+# ----------------------------------------------------------------------------------------------- the client
+
+
+def _cli_version(binary: str) -> tuple[int, ...] | None:
+    try:
+        result = subprocess.run(
+            [binary, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"(\d+)\.(\d+)", result.stdout.strip())
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _builds_with_buildkit(binary: str) -> bool:
+    """A CLI before 23.0 embeds BuildKit (with DOCKER_BUILDKIT=1); a newer one needs the buildx plugin."""
+    version = _cli_version(binary)
+    if version is not None and version < (23, 0):
+        return True
+    try:
+        return subprocess.run([binary, "buildx", "version"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _candidates() -> list[str]:
+    found: list[str] = []
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
+        path = os.path.join(folder, "docker")
+        if folder and os.access(path, os.X_OK) and os.path.realpath(path) not in map(os.path.realpath, found):
+            found.append(path)
+    return found
+
+
+@cache
+def docker_cli() -> tuple[str | None, bool]:
+    """The ``docker`` binary to use and whether it can build with BuildKit.
+
+    ``WORKSHOP_DOCKER`` names one explicitly. Otherwise the first ``docker`` on PATH that can build with
+    BuildKit wins, then the first one at all (it can still run containers).
+    """
+    explicit = os.environ.get("WORKSHOP_DOCKER")
+    if explicit:
+        return explicit, _builds_with_buildkit(explicit)
+    candidates = _candidates()
+    for binary in candidates:
+        if _builds_with_buildkit(binary):
+            return binary, True
+    return (candidates[0] if candidates else None), False
+
+
+def _run(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    binary, _ = docker_cli()
+    if binary is None:
+        raise EngineUnavailable(f"no docker command found: {INSTALL_HINT}")
+    try:
+        return subprocess.run(
+            [binary, *args], capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},  # read by CLIs that embed BuildKit, harmless for others
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ContainerError(f"`docker {' '.join(args)}` did not finish within {timeout:.0f}s") from error
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    """Run ``docker ARGS`` and return its stdout; a failure raises :class:`ContainerError` with its stderr."""
+    result = _run(args, timeout)
+    if result.returncode != 0:
+        raise ContainerError(f"`docker {' '.join(args)}` failed (exit {result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+# ----------------------------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Whether images can be built and run here; ``reason`` says why not, or which engine answers."""
+
+    available: bool
+    reason: str
+    cli: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+def engine_available() -> Engine:
+    """Ask the engine (``docker info``) and check that the client can build with BuildKit."""
+    binary, buildkit = docker_cli()
+    if binary is None:
+        return Engine(False, f"no docker command found: {INSTALL_HINT}")
+    try:
+        result = subprocess.run(
+            [binary, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return Engine(False, f"`docker info` did not answer within 30s: is the engine hung? {ENGINE_HINT}", binary)
+    if result.returncode != 0 or not result.stdout.strip():
+        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        return Engine(False, f"no Docker engine answers ({detail}); {ENGINE_HINT}", binary)
+    if not buildkit:
+        return Engine(
+            False,
+            f"{binary} cannot build with BuildKit (the Dockerfile needs it): install the buildx plugin "
+            "(package docker-buildx-plugin or docker-buildx), or set WORKSHOP_DOCKER to a docker client that can",
+            binary,
+        )
+    return Engine(True, f"Docker engine {result.stdout.strip()} ({binary})", binary)
+
+
+def require_engine() -> Engine:
+    engine = engine_available()
+    if not engine:
+        raise EngineUnavailable(engine.reason)
+    return engine
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def dockerignore_allowlist(root: Path = PROJECT_ROOT) -> list[str]:
+    """The paths ``.dockerignore`` brings back with ``!``: what the Dockerfile may copy from the context."""
+    lines = (root / ".dockerignore").read_text().splitlines()
+    return [line[1:].strip().strip("/") for line in lines if line.startswith("!")]
+
+
+def build_context(model_dir: Path, destination: Path, root: Path = PROJECT_ROOT) -> Path:
+    """A clean build context: the project files ``.dockerignore`` allows, plus ``model_dir`` as artifacts/wine.
+
+    Building from a temporary folder bakes in any model (a test's, a notebook's) without writing into
+    the project's ``artifacts/``. ``.dockerignore`` and the Dockerfile come along, so Docker applies the
+    same exclusions as for a build from the repository.
+    """
+    if not (model_dir / "model_card.json").is_file():
+        raise ContainerError(
+            f"{model_dir} holds no model_card.json: train a model first (python -m app.wine.train --output DIR)"
+        )
+    destination.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
+    for name in ("Dockerfile", ".dockerignore", *dockerignore_allowlist(root)):
+        source = root / name
+        if name.startswith("artifacts") or not source.exists():
+            continue
+        target = destination / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=skip, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    shutil.copytree(model_dir, destination / "artifacts" / "wine", ignore=skip, dirs_exist_ok=True)
+    return destination
+
+
+@dataclass(frozen=True)
+class Build:
+    tag: str
+    seconds: float
+    log: str
+
+
+def build_image(
+    target: str,
+    tag: str,
+    context: Path = PROJECT_ROOT,
+    *,
+    ca_bundle: Path | None = None,
+    build_args: Mapping[str, str] | None = None,
+    network: str | None = None,
+    timeout: float = 1800,
+) -> Build:
+    """``docker build --target TARGET -t TAG CONTEXT``, with ``ca_bundle`` as the ``ca`` build secret.
+
+    Proxy variables set in this environment are passed as build arguments (Docker keeps those out of the
+    image's history); ``network`` is ``docker build --network`` (``host`` where the bridge has no route out).
+    """
+    require_engine()
+    args = ["build", "--progress=plain", "--target", target, "-t", tag]
+    if ca_bundle is not None:
+        if not ca_bundle.is_file():
+            raise ContainerError(f"CA bundle {ca_bundle} not found: pass an existing PEM file or ca_bundle=None")
+        args += ["--secret", f"id=ca,src={ca_bundle}"]
+    proxies = {name: os.environ[name] for name in PROXY_BUILD_ARGS if os.environ.get(name)}
+    for key, value in {**proxies, **(build_args or {})}.items():
+        args += ["--build-arg", f"{key}={value}"]
+    if network:
+        args += ["--network", network]
+    started = time.monotonic()
+    result = _run([*args, str(context)], timeout)
+    log = result.stdout + result.stderr
+    if result.returncode != 0:
+        tail = "\n".join(log.strip().splitlines()[-25:])
+        hint = ""
+        if "artifacts/wine" in log and "not found" in log:
+            hint = "\nThe model is missing from the build context: python -m app.wine.train --output artifacts/wine"
+        raise ContainerError(f"docker build --target {target} failed (exit {result.returncode}):\n{tail}{hint}")
+    return Build(tag, time.monotonic() - started, log)
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+class Container(NamedTuple):
+    """A running container: its base URL on 127.0.0.1 and its id. ``with`` removes it on exit."""
+
+    url: str
+    id: str
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        remove(self.id)
+
+
+def _free_port() -> int:
+    from workshop.process import free_port  # one definition of "free" for the whole workshop
+
+    return free_port()
+
+
+def run_container(
+    tag: str,
+    *,
+    port: int | None = None,
+    container_port: int = 8000,
+    env: Mapping[str, str] | None = None,
+    ready_path: str | None = "/ready",
+    timeout: float = 60,
+    hardened: bool = True,
+    extra_args: Iterable[str] = (),
+) -> Container:
+    """Start ``tag`` in the background, published on 127.0.0.1:``port``, and wait until ``ready_path`` is 200.
+
+    ``hardened`` runs it the way the Kubernetes manifests do: read-only root filesystem with a writable
+    ``/tmp``, no capabilities, no privilege escalation. If it does not become ready, the container is
+    removed and the error carries its last log lines.
+    """
+    require_engine()
+    port = port or _free_port()
+    args = ["run", "--detach", "--publish", f"127.0.0.1:{port}:{container_port}"]
+    if hardened:
+        # /tmp inside the container (a tmpfs), not a path on this machine
+        args += ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]  # noqa: S108
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
+    container_id = docker(*args, *extra_args, tag).strip()
+    container = Container(f"http://127.0.0.1:{port}", container_id)
+    if ready_path is None:
+        return container
+    try:
+        _wait_ready(container, ready_path, timeout)
+    except ContainerError:
+        remove(container_id)
+        raise
+    return container
+
+
+def _wait_ready(container: Container, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if docker("inspect", "--format", "{{.State.Running}}", container.id).strip() != "true":
+            raise ContainerError(f"the container exited before it was ready; its log:\n{logs(container.id)}")
+        try:
+            response = httpx.get(container.url + path, timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as error:
+            last = f"{type(error).__name__}: {error}"
+        time.sleep(0.25)
+    raise ContainerError(
+        f"{container.url}{path} not ready after {timeout:.0f}s ({last}); its log:\n{logs(container.id)}"
+    )
+
+
+def logs(container_id: str, tail: int = 40) -> str:
+    """The container's last ``tail`` log lines (its stdout and stderr)."""
+    result = _run(["logs", "--tail", str(tail), container_id], timeout=30)
+    return (result.stdout + result.stderr).strip()
+
+
+def exec_in(container_id: str, argv: Sequence[str]) -> str:
+    """``docker exec CONTAINER ARGV``: its stdout."""
+    return docker("exec", container_id, *argv)
+
+
+def remove(container_id: str) -> None:
+    """Stop and delete a container; removing one that is already gone is not an error."""
+    _run(["rm", "--force", "--volumes", container_id], timeout=60)
+
+
+# ----------------------------------------------------------------------------------------------- inspect
+
+
+def image_size(tag: str) -> int:
+    """The image's size in bytes, as ``docker images`` reports it (all layers, uncompressed)."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
+
+
+def image_user(tag: str) -> str:
+    """The image's ``USER`` (``uid:gid`` for the workshop's images); an empty string means root."""
+    return docker("image", "inspect", "--format", "{{.Config.User}}", tag).strip()
+
+
+def image_exists(tag: str) -> bool:
+    return bool(docker("image", "ls", "--quiet", tag).strip())
+
+
+def remove_image(tag: str) -> None:
+    _run(["image", "rm", "--force", tag], timeout=60)
+
+
+def human_size(size: int) -> str:
+    """``389768247`` -> ``'390 MB'``: decimal units, as ``docker images`` shows them."""
+    value = float(size)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}"
+        value /= 1000
+    return f"{value:.2f} GB"
+
+
+def temporary_context(model_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """A TemporaryDirectory whose folder is filled by :func:`build_context`; use it in a ``with``."""
+    holder = tempfile.TemporaryDirectory(prefix="wine-build-")
+    build_context(model_dir, Path(holder.name))
+    return holder
