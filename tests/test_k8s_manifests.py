@@ -250,7 +250,9 @@ def test_custom_resources_have_the_operator_structure() -> None:
                     assert group["name"] and group["rules"], name_of(doc)
                     assert all(("alert" in rule or "record" in rule) and rule["expr"] for rule in group["rules"])
             else:
-                assert doc["spec"]["selector"]["matchLabels"] and doc["spec"].get("endpoints", True)
+                endpoints = doc["spec"]["endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
+                assert doc["spec"]["selector"]["matchLabels"] and endpoints, name_of(doc)
+                assert all(endpoint["port"] for endpoint in endpoints), name_of(doc)
     assert found["ServiceMonitor"] and found["PrometheusRule"]
 
 
@@ -296,6 +298,70 @@ def test_every_workload_is_hardened_and_bounded(folder: Path) -> None:
                 if not {"cpu", "memory"} <= container.get("resources", {}).get(bound, {}).keys():
                     problems.append(f"{at}: resources.{bound} needs cpu and memory")
     assert not problems, "\n".join(problems)
+
+
+def pods_selected(manifests: list[Manifest], selector: dict[str, str]) -> list[tuple[Manifest, Manifest]]:
+    """(workload, pod spec) of every workload whose pod template the matchLabels select."""
+    return [(doc, spec) for doc, spec in workloads(manifests) if selects(selector, pod_template_labels(doc))]
+
+
+def pod_template_labels(doc: Manifest) -> dict[str, str]:
+    if doc["kind"] == "Pod":
+        return doc["metadata"].get("labels", {})
+    template = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return template["template"]["metadata"].get("labels", {})
+
+
+def container_port_names(spec: Manifest) -> set[str]:
+    return {port["name"] for c in spec["containers"] for port in c.get("ports", []) if "name" in port}
+
+
+@pytest.mark.parametrize("folder", WORKLOAD_ENTRY_POINTS, ids=folder_id)
+def test_every_selector_finds_what_it_is_for(folder: Path) -> None:
+    """Services, PodDisruptionBudgets and NetworkPolicies select pods of the same kustomization, named ports
+    exist, each ServiceMonitor selects a Service by a port it has, each HPA scales a workload that is there:
+    a typo in a label or a port name fails here, not as a silent no-op on the cluster."""
+    manifests, problems = render(folder), []
+    for doc in manifests:
+        kind, spec = doc["kind"], doc.get("spec", {})
+        if kind == "Service" and spec.get("selector") is not None:
+            selected = pods_selected(manifests, spec["selector"])
+            if not selected:
+                problems.append(f"{name_of(doc)}: its selector {spec['selector']} matches no pod template")
+            for port in spec["ports"]:
+                target = port.get("targetPort", port["port"])
+                if isinstance(target, str) and not any(target in container_port_names(s) for _, s in selected):
+                    problems.append(f"{name_of(doc)}: targetPort {target!r} is no container port of its pods")
+        elif kind in {"PodDisruptionBudget", "NetworkPolicy"}:
+            selector = spec["selector" if kind == "PodDisruptionBudget" else "podSelector"].get("matchLabels", {})
+            selected = pods_selected(manifests, selector)
+            if not selected:
+                problems.append(f"{name_of(doc)}: its selector {selector} matches no pod template")
+            for rule in spec.get("ingress", []):
+                for port in rule.get("ports", []):
+                    named = port.get("port")
+                    if isinstance(named, str) and not any(named in container_port_names(s) for _, s in selected):
+                        problems.append(f"{name_of(doc)}: port {named!r} is no container port of its pods")
+        elif kind == "ServiceMonitor":
+            services = [m for m in manifests if m["kind"] == "Service"]
+            selected = [m for m in services if selects(spec["selector"]["matchLabels"], m["metadata"]["labels"])]
+            names = {port.get("name") for service in selected for port in service["spec"]["ports"]}
+            if not selected:
+                problems.append(f"{name_of(doc)}: selects no Service of {folder_id(folder)}")
+            problems += [
+                f"{name_of(doc)}: scrapes port {e['port']!r}, which no selected Service names"
+                for e in spec["endpoints"]
+                if e["port"] not in names
+            ]
+        elif kind == "HorizontalPodAutoscaler":
+            target = spec["scaleTargetRef"]
+            if not [m for m in manifests if (m["kind"], m["metadata"]["name"]) == (target["kind"], target["name"])]:
+                problems.append(f"{name_of(doc)}: scales {target['kind']}/{target['name']}, which is not there")
+    for doc, _ in workloads(manifests):
+        selector = doc["spec"].get("selector", {}).get("matchLabels")
+        if selector is not None and not selects(selector, pod_template_labels(doc)):
+            problems.append(f"{name_of(doc)}: its selector does not match its own pod template")
+    assert not problems, f"k8s/{folder_id(folder)}:\n" + "\n".join(problems)
 
 
 # --- the namespace's ResourceQuota and LimitRange ----------------------------------------------------------
