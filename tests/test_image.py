@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import tarfile
@@ -27,6 +26,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.wine.config import Settings
+from app.wine.data import locate
 from workshop import container
 
 pytestmark = pytest.mark.slow
@@ -217,13 +218,14 @@ def test_build_without_a_model_says_how_to_make_one(engine: container.Engine, tm
 def test_locust_image_load_tests_the_wine_container(
     build_dir: Path, wine_container: container.Container, wine_data, tmp_path: Path
 ):
-    """The image k8s/load_tests runs, against the wine container: no request may fail."""
+    """The image k8s/load_tests runs, against the wine container: no request may fail.
+
+    The wine data is mounted read-only (the workers' WINE_QUALITY_DATA_DIR), as a classroom cluster would.
+    """
     tag = f"wine-locust:test-{uuid.uuid4().hex[:8]}"
     build = container.build_image("locust", tag, build_dir, ca_bundle=_ca_bundle())
     print(f"\nbuilt {tag} in {build.seconds:.1f}s: {container.human_size(container.image_size(tag))}")
-    if not os.environ.get("WINE_QUALITY_DATA_DIR"):
-        pytest.skip("the locust container reads the wine data from a mounted folder: set WINE_QUALITY_DATA_DIR")
-    data_dir = Path(os.environ["WINE_QUALITY_DATA_DIR"]).resolve()
+    data_dir, _, _ = locate(Settings())  # WINE_QUALITY_DATA_DIR or the download cache: verified CSVs
     try:
         assert container.image_user(tag).partition(":")[0] not in ("", "0")
         binary, _ = container.docker_cli()
