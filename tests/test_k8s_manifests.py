@@ -31,6 +31,7 @@ from kubernetes.utils import parse_quantity
 
 from app.wine.config import Settings
 from tests.conftest import PROJECT_ROOT
+from workshop.k8s import helm
 from workshop.observability import alerts, k8s_dashboards
 
 K8S = PROJECT_ROOT / "k8s"
@@ -676,8 +677,9 @@ def test_the_network_policy_admits_the_namespace_and_prometheus_only(manifests: 
     assert rule["ports"] == [{"port": service["spec"]["ports"][0]["targetPort"], "protocol": "TCP"}]
     assert {"podSelector": {}} in rule["from"]  # same namespace: no namespaceSelector next to it
     monitoring = [peer["namespaceSelector"]["matchLabels"] for peer in rule["from"] if "namespaceSelector" in peer]
-    assert monitoring == [{"kubernetes.io/metadata.name": "monitoring"}]
-    assert "-n monitoring" in (K8S / "README.md").read_text(encoding="utf-8")  # where the README installs it
+    # Where the kubernetes target and the README install kube-prometheus-stack.
+    assert monitoring == [{"kubernetes.io/metadata.name": helm.NAMESPACE}]
+    assert f"-n {helm.NAMESPACE}" in (K8S / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_hpa_scales_the_deployment_on_cpu(manifests: list[Manifest]) -> None:
