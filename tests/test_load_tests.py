@@ -178,11 +178,16 @@ def test_a_stopped_service_fails_the_run_loudly(tmp_path, capsys):
 # --- Kubernetes manifests --------------------------------------------------------------------------
 
 def _documents() -> dict[str, dict]:
+    """One document per kind (the NetworkPolicies are looked at in their own test)."""
     documents = {}
     for path in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            documents[document["kind"]] = document
+            documents.setdefault(document["kind"], document)
     return documents
+
+
+def _network_policies() -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "networkpolicy.yaml").read_text())}
 
 
 def _containers(document: dict) -> list[dict]:
@@ -197,7 +202,7 @@ def test_k8s_locustfile_is_a_copy_of_the_source():
 
 def test_k8s_manifests_parse_and_have_the_required_kinds():
     documents = _documents()
-    assert set(documents) == {"Kustomization", "Job", "Deployment", "Service"}
+    assert set(documents) == {"Kustomization", "Job", "Deployment", "Service", "NetworkPolicy"}
     kustomization = documents["Kustomization"]
     assert kustomization["namespace"], "the namespace comes from the kustomization"
     for name in kustomization["resources"]:
@@ -239,3 +244,43 @@ def test_k8s_pods_have_resources_and_run_as_non_root(kind):
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_k8s_default_host_is_the_wine_services_port():
+    """``http://wine`` is port 80, the Service's port (the container's 8000 is not reachable by Service name)."""
+    settings = dict(line.split("=", 1) for line in (K8S / "settings.env").read_text().split() if "=" in line)
+    host = httpx.URL(settings["LOCUST_HOST"])
+    service = yaml.safe_load((PROJECT_ROOT / "k8s" / "base" / "wine-service.yaml").read_text())
+    assert host.host == service["metadata"]["name"]
+    assert (host.port or 80) in {port["port"] for port in service["spec"]["ports"]}
+
+
+def test_k8s_only_workers_reach_the_master_and_nothing_reaches_a_worker():
+    policies = _network_policies()
+    master, worker = policies["locust-master"]["spec"], policies["locust-worker"]["spec"]
+    job_labels = _documents()["Job"]["spec"]["template"]["metadata"]["labels"]
+    worker_labels = _documents()["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert master["podSelector"]["matchLabels"].items() <= job_labels.items()
+    assert worker["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    (rule,) = master["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": worker["podSelector"]["matchLabels"]}}]
+    assert rule["ports"] == [{"port": _documents()["Service"]["spec"]["ports"][0]["targetPort"], "protocol": "TCP"}]
+    assert worker["ingress"] == [] and worker["policyTypes"] == ["Ingress"]
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_k8s_pods_get_no_service_account_token(kind):
+    assert _documents()[kind]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_k8s_master_prints_its_results_to_its_log():
+    """The results leave the pod through its log (workshop/k8s/loadtest.py): every CSV Locust writes is printed."""
+    job = _documents()["Job"]
+    container = _containers(job)[0]
+    script = container["command"][2]
+    csv = container["args"][container["args"].index("--csv") + 1]
+    for suffix in ("stats", "failures", "stats_history"):
+        name = f"{Path(csv).name}_{suffix}.csv"
+        assert f"{name} " in script or f"{name};" in script, name
+        assert f'cat "{Path(csv).parent}/$name"' in script
+    assert "exit $code" in script, "the Job fails when Locust does"
