@@ -101,11 +101,17 @@ def test_checkov_skips_only_what_the_annotations_justify(kubernetes_report: Repo
         for key, value in doc["metadata"].get("annotations", {}).items()
         if SKIP_ANNOTATION.fullmatch(key)
     }
-    assert {(check["check_id"], check["resource"]) for check in skipped} == annotated
+    reported = {(check["check_id"], check["resource"]) for check in skipped}
+    # An annotation checkov does not report skips a check that does not run on that object as rendered
+    # (its kind has no such check, or kustomize already satisfies it): a justification for nothing.
+    idle = sorted(f"{resource}: {check}" for check, resource in annotated - reported)
+    assert not idle, "skip annotations for checks checkov does not run there; remove them:\n" + "\n".join(idle)
+    assert reported <= annotated, sorted(reported - annotated)
 
 
 def test_every_skip_annotation_has_a_reason_and_a_comment() -> None:
-    """`checkov.io/skipN: CKV_..=<why>` on the object, and a comment above it in the source file."""
+    """`checkov.io/skipN: CKV_..=<why>` on the object, and a comment next to it (above it, or at the end of
+    the line) in the source file."""
     sources = sorted((PROJECT_ROOT / "k8s").rglob("*.yaml"))
     found = 0
     for path in sources:
@@ -117,7 +123,8 @@ def test_every_skip_annotation_has_a_reason_and_a_comment() -> None:
             check, _, reason = line.split(":", 1)[1].strip().partition("=")
             assert re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check), f"{path.name}:{number + 1}: {line}"
             assert len(reason.split()) >= 4, f"{path.name}:{number + 1}: the annotation needs a reason"
-            assert lines[number - 1].strip().startswith("#"), f"{path.name}:{number + 1}: explain it in a comment"
+            commented = lines[number - 1].strip().startswith("#") or " #" in line.split("=", 1)[1]
+            assert commented, f"{path.name}:{number + 1}: explain the skip in a comment on the line above"
     assert found  # k8s/base/wine-deployment.yaml has them
 
 
