@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -487,6 +488,23 @@ def test_the_quota_holds_the_workshop_at_its_peak(
     assert not over, f"the workshop's peak does not fit k8s/quota/resourcequota.yaml: {over}"
     unbounded = {"pods", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"} - quota.keys()
     assert not unbounded
+
+
+def test_the_quota_comment_states_the_peak(container_limits: dict[str, dict[str, Decimal]]) -> None:
+    """The arithmetic in resourcequota.yaml is what a reader sizes a cluster by: it must stay true."""
+    text = (QUOTA / "resourcequota.yaml").read_text(encoding="utf-8")
+    line = re.search(r"^#\s+peak\s+(\d+)\s+([\d.]+) CPU / (\d+)Mi\s+([\d.]+) CPU / (\d+)Mi\s*$", text, re.MULTILINE)
+    assert line, "resourcequota.yaml: the `peak` line of the arithmetic is missing"
+    peak, mebibyte = workshop_peak(container_limits), 2**20
+    stated = tuple(Decimal(group) for group in line.groups())
+    computed = (
+        peak["pods"],
+        peak["requests.cpu"],
+        peak["requests.memory"] / mebibyte,
+        peak["limits.cpu"],
+        peak["limits.memory"] / mebibyte,
+    )
+    assert stated == computed, f"update the arithmetic in k8s/quota/resourcequota.yaml: the peak is now {computed}"
 
 
 def test_the_quota_bounds_what_a_learner_can_expose() -> None:
