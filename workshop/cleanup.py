@@ -133,10 +133,14 @@ def stop_processes(processes: Sequence[WorkshopProcess], grace: float = 5.0) -> 
             os.kill(process.pid, signal.SIGKILL)
 
 
-def clean(*, remove_images: bool = True, images: Sequence[str] = WORKSHOP_IMAGES) -> Leftovers:
+def clean(*, remove_images: bool = True, images: Sequence[str] = WORKSHOP_IMAGES,
+          processes: bool = True) -> Leftovers:
     """Stop the workshop's processes, remove its containers (and images); return what was removed."""
     found = find_leftovers(images)
-    stop_processes(found.processes)
+    if processes:
+        stop_processes(found.processes)
+    else:
+        found.processes = []
     for container_id in found.containers:
         container.remove(container_id)
     if remove_images:
