@@ -504,7 +504,8 @@ def test_the_quota_comment_states_the_peak(container_limits: dict[str, dict[str,
         peak["limits.cpu"],
         peak["limits.memory"] / mebibyte,
     )
-    assert stated == computed, f"update the arithmetic in k8s/quota/resourcequota.yaml: the peak is now {computed}"
+    now = "{} pods, {:f} CPU / {:f}Mi requested, {:f} CPU / {:f}Mi limited".format(*computed)
+    assert stated == computed, f"update the arithmetic in k8s/quota/resourcequota.yaml: the peak is now {now}"
 
 
 def test_the_quota_bounds_what_a_learner_can_expose() -> None:
