@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+import time
 
 import httpx
 import pytest
+import yaml
 
 from workshop.client import ServiceError, WineClient, metrics_frame
-from workshop.process import ProcessError
+from workshop.process import ProcessError, free_port
+from workshop.prometheus import INSTALL_HINT, prometheus_config, query
 from workshop.targets import TargetUnavailableError, get_target
 
 pytestmark = pytest.mark.slow
@@ -89,10 +94,92 @@ def test_deploy_without_waiting_for_readiness_shows_an_unready_service(tmp_path)
         target.teardown()
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("kubernetes", "not part of this version"),
-    ("docker-swarm", "Unknown target 'docker-swarm'; choose one of local, kubernetes"),
-])
-def test_unavailable_targets_say_what_to_do(name, message):
-    with pytest.raises(TargetUnavailableError, match=message):
-        get_target(name)
+def test_an_unknown_target_lists_the_known_ones():
+    with pytest.raises(TargetUnavailableError, match="Unknown target 'docker-swarm'; choose one of local, kubernetes"):
+        get_target("docker-swarm")
+
+
+@pytest.fixture
+def no_cluster_env(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+
+
+def _kubeconfig(path, server: str, context: str | None = "kind-workshop"):
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": {"server": server}}],
+              "users": [{"name": "u", "user": {"token": "t"}}],
+              "contexts": [{"name": "kind-workshop", "context": {"cluster": "c", "user": "u"}}]}
+    if context:
+        config["current-context"] = context
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_kubernetes_without_a_kubeconfig_says_how_to_get_a_cluster(no_cluster_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(TargetUnavailableError, match=r"No kubeconfig at .*absent.*minikube start.*target='local'"):
+        get_target("kubernetes")
+
+
+def test_kubernetes_with_an_unreachable_cluster_says_so_quickly(no_cluster_env, tmp_path):
+    config = _kubeconfig(tmp_path / "config", f"https://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(TargetUnavailableError, match=r"API server at https://127.0.0.1:\d+ \(context 'kind-workshop'\) "
+                                                     r"does not answer"):
+        get_target("kubernetes", namespace="learner-1", kubeconfig=config)
+    assert time.monotonic() - started < 30
+
+
+def test_kubernetes_with_a_kubeconfig_without_context_names_the_file(no_cluster_env, tmp_path):
+    config = _kubeconfig(tmp_path / "config", "https://127.0.0.1:6443", context=None)
+    with pytest.raises(TargetUnavailableError, match=r"The kubeconfig .*config cannot be used"):
+        get_target("kubernetes", kubeconfig=config)
+
+
+def test_each_service_is_scraped_as_its_own_job():
+    """job="wine" for the wine service (as before), job="llm" for the LLM service: what dashboards select on."""
+    config = prometheus_config({"wine": ["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
+                                "llm": ["http://127.0.0.1:9001"]})
+    jobs = {c["job_name"]: c["static_configs"][0]["targets"] for c in config["scrape_configs"]}
+    assert jobs == {"wine": ["127.0.0.1:8001", "127.0.0.1:8002"], "llm": ["127.0.0.1:9001"]}
+    legacy = prometheus_config(["http://127.0.0.1:8001"])
+    assert [c["job_name"] for c in legacy["scrape_configs"]] == ["wine"]
+
+
+def _llm_service_or_skip() -> None:
+    if importlib.util.find_spec("app.llm.api") is None:
+        pytest.skip("the LLM service (app/llm/api.py) is not in this checkout yet")
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        pytest.skip("the LLM extra is not installed: pip install -e '.[llm]' (CPU torch, transformers)")
+
+
+def test_the_llm_service_without_a_model_is_deployed_once_it_is_alive(tmp_path):
+    _llm_service_or_skip()
+    target = get_target("local", log_dir=tmp_path / "logs")
+    try:
+        service = target.deploy_llm(tmp_path / "models", timeout=120)
+        assert httpx.get(f"{service.url}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 503, "no default model: not ready"
+        assert target.scrape_targets() == {"llm": [service.url]}
+    finally:
+        target.teardown()
+
+
+def test_the_llm_service_with_a_default_model_is_ready_and_scraped_as_job_llm(model_dir, tmp_path):
+    _llm_service_or_skip()
+    if shutil.which("prometheus") is None:
+        pytest.skip(f"no prometheus binary. {INSTALL_HINT}")
+    from workshop.tiny_llm import build_tiny_chat_model
+
+    build_tiny_chat_model(tmp_path / "models" / "tiny-chat")
+    target = get_target("local", log_dir=tmp_path / "logs")
+    try:
+        wine = target.deploy_wine(model_dir)
+        llm = target.deploy_llm(tmp_path / "models", default_model="tiny-chat", timeout=180)
+        assert httpx.get(f"{llm.url}/ready", timeout=5).status_code == 200
+        url = target.start_monitoring()
+        up = query(url, "up")
+        assert {(row["job"], row["instance"]) for _, row in up.iterrows()} == {
+            ("wine", wine.url.removeprefix("http://")), ("llm", llm.url.removeprefix("http://"))}
+    finally:
+        target.teardown()

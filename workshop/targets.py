@@ -102,15 +102,15 @@ class LocalTarget:
         """Start ``uvicorn app.llm.api:app``; wait for /ready when a default model is given, else /health.
 
         ``models_dir`` is ``LLM_MODELS_DIR`` (where models are looked up), ``default_model`` is
-        ``LLM_DEFAULT_MODEL`` (loaded at start; /ready answers 503 until it serves). ``settings`` are further
+        ``LLM_DEFAULT_MODEL`` (loaded at start; /ready answers 503 until it serves; without one the service starts
+        with no model, not with its built-in default, which would need the model hub). ``settings`` are further
         service settings by field name, as ``LLM_<NAME>`` variables.
         """
         port = port or free_port()
         env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
         if models_dir is not None:
             env["LLM_MODELS_DIR"] = str(Path(models_dir).resolve())
-        if default_model:
-            env["LLM_DEFAULT_MODEL"] = default_model
+        env["LLM_DEFAULT_MODEL"] = default_model or ""  # none: start without a model, deploy one with POST /model
         argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log"]
         log_path = (self.log_dir / f"llm-{port}.log") if self.log_dir else None
