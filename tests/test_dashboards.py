@@ -7,10 +7,12 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from workshop.observability import llm_alerts
 from workshop.observability.dashboards import (
     DASHBOARDS,
     build_model_dashboard,
@@ -18,6 +20,7 @@ from workshop.observability.dashboards import (
     panel_queries,
     render,
 )
+from workshop.observability.llm_dashboard import build_llm_dashboard
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -41,12 +44,59 @@ TOPICS = {
     "memory": {"process_resident_memory_bytes"},
 }
 KNOWN_METRICS = set().union(*TOPICS.values())
+# The LLM dashboard's topics and the metrics each reads (the names app/llm exports).
+LLM_TOPICS = {
+    "lifecycle state": {"llm_lifecycle_state"},
+    "state history": {"llm_lifecycle_state"},
+    "serving model": {"llm_model_info"},
+    "completions by outcome": {"llm_completions_total"},
+    "tokens per second in": {"llm_prompt_tokens_total", "llm_completion_tokens_total"},
+    "generation latency": {"llm_generation_seconds_bucket"},
+    "generation speed": {"llm_tokens_per_second_bucket"},
+    "time to first token": {"llm_time_to_first_token_seconds_bucket"},
+    "queue depth": {"llm_queue_depth"},
+    "load duration": {"llm_model_load_seconds_sum", "llm_model_load_seconds_count"},
+    "swaps": {"llm_model_swaps_total"},
+    "request rate": {"http_requests_total"},
+    "error ratio": {"http_requests_total"},
+    "cpu": {"process_cpu_seconds_total"},
+    "memory": {"process_resident_memory_bytes"},
+}
+LLM_METRICS = set().union(*LLM_TOPICS.values())
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What each dashboard must be: its identity, the job it watches and the metrics it may read."""
+
+    title: str
+    uid: str
+    job: str
+    discovery_metric: str
+    metrics: frozenset[str]
+
+
+EXPECTED = {
+    "model.json": Expected("Wine model", "wine-model", "wine", "wine_model_info", frozenset(KNOWN_METRICS)),
+    "llm.json": Expected("LLM service", "llm-service", "llm", "llm_lifecycle_state", frozenset(LLM_METRICS)),
+}
 SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict:
     return build_model_dashboard()
+
+
+@pytest.fixture(scope="module")
+def llm() -> dict:
+    return build_llm_dashboard()
+
+
+@pytest.fixture(scope="module", params=sorted(DASHBOARDS))
+def named(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    """Each dashboard by file name: the checks every dashboard of the workshop must pass."""
+    return request.param, DASHBOARDS[request.param]()
 
 
 def all_panels(panels: list[dict]) -> Iterator[dict]:
@@ -66,8 +116,8 @@ def panel_by_topic(dashboard: dict, topic: str) -> dict:
     return matches[0]
 
 
-def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
+def substitute(expr: str, job: str = "wine") -> str:
+    for variable, value in {**SUBSTITUTIONS, "$job": job}.items():
         expr = expr.replace(variable, value)
     return expr
 
@@ -97,28 +147,37 @@ def test_check_flag_names_stale_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--check", "--out", str(tmp_path)]) == 1
 
 
-def test_render_is_stable(dashboard: dict) -> None:
+def test_every_dashboard_is_expected() -> None:
+    assert set(DASHBOARDS) == set(EXPECTED)
+
+
+def test_render_is_stable(named: tuple[str, dict]) -> None:
+    name, dashboard = named
     text = render(dashboard)
     assert text.endswith("}\n")
-    assert text == render(build_model_dashboard())
+    assert text == render(DASHBOARDS[name]())
     assert json.loads(text) == dashboard
 
 
-def test_dashboard_identity(dashboard: dict) -> None:
-    assert dashboard["title"] == "Wine model"
-    assert dashboard["uid"] == "wine-model"
+def test_dashboard_identity(named: tuple[str, dict]) -> None:
+    name, dashboard = named
+    assert dashboard["title"] == EXPECTED[name].title
+    assert dashboard["uid"] == EXPECTED[name].uid
+    assert len({DASHBOARDS[n]()["uid"] for n in DASHBOARDS}) == len(DASHBOARDS), "Grafana keys dashboards by uid"
     assert dashboard.get("id") is None, "a numeric id belongs to one Grafana instance; import assigns it"
     assert isinstance(dashboard["schemaVersion"], int)
     assert dashboard["annotations"] == {"list": []}
 
 
-def test_panel_ids_are_unique(dashboard: dict) -> None:
+def test_panel_ids_are_unique(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     ids = [p.get("id") for p in all_panels(dashboard["panels"])]
     assert all(isinstance(i, int) and i > 0 for i in ids), ids
     assert len(ids) == len(set(ids)), ids
 
 
-def test_panels_fit_the_grid_without_overlapping(dashboard: dict) -> None:
+def test_panels_fit_the_grid_without_overlapping(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     rectangles = []
     for panel in all_panels(dashboard["panels"]):
         pos = panel["gridPos"]
@@ -136,35 +195,40 @@ def test_panels_fit_the_grid_without_overlapping(dashboard: dict) -> None:
             assert apart, f"{title_a} {a} overlaps {title_b} {b}"
 
 
-def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict) -> None:
+def test_every_panel_and_target_uses_the_datasource_variable(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     for panel in all_panels(dashboard["panels"]):
         assert panel.get("datasource") == DATASOURCE, panel["title"]
         for target in panel.get("targets") or []:
             assert target.get("datasource") == DATASOURCE, (panel["title"], target.get("refId"))
 
 
-def test_template_variables(dashboard: dict) -> None:
+def test_template_variables(named: tuple[str, dict]) -> None:
+    name, dashboard = named
+    expected = EXPECTED[name]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert set(variables) >= {"datasource", "job", "namespace"}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     job, namespace = variables["job"], variables["namespace"]
     assert job["type"] == namespace["type"] == "query"
-    assert job["query"] == "label_values(wine_model_info, job)"
-    assert job["current"]["value"] == "wine"
-    assert namespace["query"] == "label_values(wine_model_info, namespace)"
+    assert job["query"] == f"label_values({expected.discovery_metric}, job)"
+    assert job["current"]["value"] == expected.job
+    assert namespace["query"] == f"label_values({expected.discovery_metric}, namespace)"
     # ".*" also matches a series without the label: the local Prometheus has no namespace.
     assert namespace["includeAll"] is True
     assert namespace["allValue"] == ".*"
     assert job["datasource"] == namespace["datasource"] == DATASOURCE
 
 
-def test_every_panel_teaches_what_it_shows(dashboard: dict) -> None:
+def test_every_panel_teaches_what_it_shows(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     for panel in content_panels(dashboard):
         assert len(panel.get("description", "").strip()) > 80, f"{panel['title']} needs a description"
 
 
-def test_every_target_has_ref_id_and_legend(dashboard: dict) -> None:
+def test_every_target_has_ref_id_and_legend(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     for panel in content_panels(dashboard):
         targets = panel.get("targets") or []
         assert targets, f"{panel['title']} has no query"
@@ -173,19 +237,22 @@ def test_every_target_has_ref_id_and_legend(dashboard: dict) -> None:
         assert all(t.get("legendFormat") for t in targets), panel["title"]
 
 
-def test_every_selector_filters_job_and_namespace(dashboard: dict) -> None:
+def test_every_selector_filters_job_and_namespace(named: tuple[str, dict]) -> None:
+    file_name, dashboard = named
+    known = EXPECTED[file_name].metrics
     for title, ref_id, expr in panel_queries(dashboard):
         selectors = SELECTOR_RE.findall(expr)
         assert selectors, (title, ref_id, expr)
         for name, matchers in selectors:
-            assert name in KNOWN_METRICS, f"{title}/{ref_id}: unknown metric {name}"
+            assert name in known, f"{title}/{ref_id}: unknown metric {name}"
             assert matchers.startswith(SELECTOR), f"{title}/{ref_id}: {name} is not filtered on job and namespace"
         # A metric name used bare (without braces) would escape the filter.
-        for name in KNOWN_METRICS:
+        for name in known:
             assert len(re.findall(rf"\b{name}\b", expr)) == len(re.findall(rf"\b{name}\{{", expr)), (title, name)
 
 
-def test_rate_windows_use_rate_interval(dashboard: dict) -> None:
+def test_rate_windows_use_rate_interval(named: tuple[str, dict]) -> None:
+    _, dashboard = named
     for title, ref_id, expr in panel_queries(dashboard):
         windows = re.findall(r"\[([^\]]*)\]", expr)
         assert all(w == "$__rate_interval" for w in windows), (title, ref_id, windows)
@@ -249,9 +316,10 @@ def test_panel_queries_include_nested_panels() -> None:
     assert panel_queries(dashboard) == [("inner", "A", "up"), ("outer", "B", "vector(1)")]
 
 
-def test_every_expression_parses(dashboard: dict, tmp_path: Path) -> None:
+def test_every_expression_parses(named: tuple[str, dict], tmp_path: Path) -> None:
     """promtool parses each expression, as a recording rule, with the variables substituted."""
     binary = promtool()
+    _, dashboard = named
     queries = panel_queries(dashboard)
     assert len(queries) >= 10
     rules = [
@@ -264,7 +332,9 @@ def test_every_expression_parses(dashboard: dict, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def evaluate(tmp_path: Path, series: dict[str, str], expr: str, expected: list[tuple[str, float]]) -> None:
+def evaluate(
+    tmp_path: Path, series: dict[str, str], expr: str, expected: list[tuple[str, float]], job: str = "wine"
+) -> None:
     """Evaluate ``expr`` at 10m on synthetic series with ``promtool test rules``; assert its samples.
 
     Rate windows widen to 5m (five samples) and values are rounded: promtool compares floats exactly.
@@ -279,7 +349,7 @@ def evaluate(tmp_path: Path, series: dict[str, str], expr: str, expected: list[t
                 "input_series": [{"series": s, "values": v} for s, v in series.items()],
                 "promql_expr_test": [
                     {
-                        "expr": f"round({substitute(expr).replace('[1m]', '[5m]')}, 0.0001)",
+                        "expr": f"round({substitute(expr, job).replace('[1m]', '[5m]')}, 0.0001)",
                         "eval_time": "10m",
                         "exp_samples": [{"labels": labels, "value": value} for labels, value in expected],
                     }
@@ -325,3 +395,93 @@ def test_error_ratio_is_zero_without_5xx(dashboard: dict, tmp_path: Path) -> Non
     evaluate(tmp_path, series, target["expr"], [("{}", 0.0)])
     series['http_requests_total{job="wine", instance="a", handler="/predict", method="POST", status="5xx"}'] = "0+10x10"
     evaluate(tmp_path, series, target["expr"], [("{}", 0.2)])
+
+
+# --- The LLM dashboard ----------------------------------------------------------------------------------
+
+
+def test_llm_panels_cover_the_topics(llm: dict) -> None:
+    for topic, metrics in LLM_TOPICS.items():
+        panel = panel_by_topic(llm, topic)
+        used = {name for target in panel["targets"] for name, _ in SELECTOR_RE.findall(target["expr"])}
+        assert metrics <= used, f"{panel['title']} should read {metrics - used}"
+
+
+def test_llm_dashboard_reads_only_what_the_service_exports() -> None:
+    """Every metric the dashboard and the alert rules read is on a real LLM app's /metrics (no model needed)."""
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.llm.api import create_app
+    from app.llm.config import Settings
+
+    with TestClient(create_app(Settings(default_model=""))) as client:
+        assert client.get("/health").status_code == 200
+        text = client.get("/metrics").text
+    families = list(text_string_to_metric_families(text))
+    # A labelled gauge with no series yet (llm_model_info while nothing serves) has only its family.
+    exported = {sample.name for family in families for sample in family.samples}
+    exported |= {family.name for family in families if family.type == "gauge"}
+    read_by_dashboard = {name for _, _, expr in panel_queries(build_llm_dashboard()) for name, _ in
+                         SELECTOR_RE.findall(expr)}
+    assert read_by_dashboard <= exported, read_by_dashboard - exported
+    read_by_alerts = {name for expr in llm_alerts.LLM_ALERTS.expressions().values()
+                      for name, _ in SELECTOR_RE.findall(expr)} - {"up"}  # up is Prometheus' own
+    assert read_by_alerts <= exported, read_by_alerts - exported
+
+
+def test_llm_state_and_model_are_stats_naming_the_state_and_model(llm: dict) -> None:
+    state, model = panel_by_topic(llm, "lifecycle state"), panel_by_topic(llm, "serving model")
+    assert state["type"] == model["type"] == "stat"
+    assert [t["legendFormat"] for t in state["targets"]] == ["{{state}}"]
+    assert "{{model_id}}" in model["targets"][0]["legendFormat"]
+    assert all(t.get("instant") for t in state["targets"] + model["targets"])
+
+
+def test_llm_generation_latency_draws_the_alert_threshold(llm: dict) -> None:
+    panel = panel_by_topic(llm, "generation latency")
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert [re.match(r"histogram_quantile\(([0-9.]+),", e).group(1) for e in exprs] == ["0.5", "0.95", "0.99"]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+    steps = [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert llm_alerts.GENERATION_P95_SECONDS in steps
+
+
+def test_llm_state_counts_instances_per_state(llm: dict, tmp_path: Path) -> None:
+    """Two pods, one RUNNING and one LOADING (a rollout), and another job's state filtered out."""
+    (target,) = panel_by_topic(llm, "lifecycle state")["targets"]
+    series = {}
+    for pod, current in (("a", "RUNNING"), ("b", "LOADING")):
+        for state in ("NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED"):
+            series[f'llm_lifecycle_state{{job="llm", instance="{pod}", state="{state}"}}'] = (
+                f"{int(state == current)}x10"
+            )
+    series['llm_lifecycle_state{job="other", instance="c", state="FAILED"}'] = "1x10"
+    evaluate(tmp_path, series, target["expr"], [('{state="RUNNING"}', 1.0), ('{state="LOADING"}', 1.0)], job="llm")
+
+
+def test_llm_serving_model_ignores_models_no_longer_serving(llm: dict, tmp_path: Path) -> None:
+    (target,) = panel_by_topic(llm, "serving model")["targets"]
+    labels = 'dtype="float32", revision="main", source="local"'
+    series = {
+        f'llm_model_info{{job="llm", instance="a", model_id="tiny-b", {labels}}}': "1x10",
+        f'llm_model_info{{job="llm", instance="b", model_id="tiny-b", {labels}}}': "1x10",
+        f'llm_model_info{{job="llm", instance="b", model_id="tiny-a", {labels}}}': "0x10",
+    }
+    expected = [(f'{{model_id="tiny-b", {labels}}}', 2.0)]
+    evaluate(tmp_path, series, target["expr"], expected, job="llm")
+
+
+def test_llm_load_duration_is_the_mean_of_the_loads_in_the_window(llm: dict, tmp_path: Path) -> None:
+    """Two successful loads of 3 s and 5 s at minute 6, one failure of 1 s: means 4 s and 1 s."""
+    in_window, since_start = (t["expr"] for t in panel_by_topic(llm, "load duration")["targets"])
+    series = {
+        'llm_model_load_seconds_sum{job="llm", instance="a", outcome="success"}': "2x5 10x5",
+        'llm_model_load_seconds_count{job="llm", instance="a", outcome="success"}': "1x5 3x5",
+        'llm_model_load_seconds_sum{job="llm", instance="a", outcome="failure"}': "0x5 1x5",
+        'llm_model_load_seconds_count{job="llm", instance="a", outcome="failure"}': "0x5 1x5",
+    }
+    evaluate(tmp_path, series, in_window, [('{outcome="success"}', 4.0), ('{outcome="failure"}', 1.0)], job="llm")
+    # Since start, the load at start-up (2 s) counts too: 10 s over 3 loads.
+    evaluate(tmp_path, series, since_start, [('{outcome="success"}', 3.3333), ('{outcome="failure"}', 1.0)],
+             job="llm")

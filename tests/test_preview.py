@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import datetime, timedelta
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from workshop.preview import legend, panel_queries, panels, preview_dashboard, seconds, substitute
+from tests.conftest import PROJECT_ROOT
+from workshop.preview import (
+    PanelQuery,
+    _stat_lines,
+    legend,
+    panel_queries,
+    panels,
+    preview_dashboard,
+    seconds,
+    substitute,
+)
 from workshop.prometheus import INSTALL_HINT, next_scrape
 from workshop.targets import LocalTarget
 from workshop.traffic import send_traffic
@@ -75,6 +87,20 @@ def test_legend_format_substitutes_labels():
     assert legend("", labels) == 'up{handler="/predict", status="2xx"}'
 
 
+def test_an_instant_stat_shows_only_the_series_present_at_the_end():
+    """A state left during the range (RUNNING, then FAILED) is not the current value of an instant stat."""
+    times = pd.to_datetime([0, 1, 2, 3], unit="s", utc=True)
+    frame = pd.DataFrame({
+        "timestamp": [*times[:2], *times[2:]],
+        "state": ["RUNNING", "RUNNING", "FAILED", "FAILED"],
+        "value": [1.0, 1.0, 1.0, 1.0],
+    })
+    query = PanelQuery(panel="State", panel_type="stat", ref_id="A", expr="x", legend="{{state}}", heatmap=False,
+                       unit="short", instant=True)
+    assert _stat_lines(query, frame) == ["FAILED: 1"]
+    assert _stat_lines(replace(query, instant=False), frame) == ["FAILED: 1", "RUNNING: 1"]
+
+
 def test_durations():
     assert seconds("5s") == 5 and seconds("1m30s") == 90 and seconds("250ms") == 0.25
     with pytest.raises(ValueError, match="not a duration"):
@@ -113,3 +139,67 @@ def test_preview_draws_each_panel_from_a_real_prometheus(model_dir, tmp_path):
     assert drawn["Predictions"].get_images()[0].get_array().sum() > 0
     assert [line.get_label() for line in drawn["Up"].get_lines()] == [
         f'up{{instance="{service.url.removeprefix("http://")}", job="wine"}}']
+
+
+def test_each_workshop_dashboard_queries_its_own_job():
+    """The dashboard's job variable wins over the generic default: llm.json must not query job "wine"."""
+    for name, job in (("model.json", "wine"), ("llm.json", "llm")):
+        dashboard = json.loads((PROJECT_ROOT / "dashboards" / name).read_text())
+        queries = panel_queries(dashboard)
+        assert queries, name
+        for query in queries:
+            assert f'job=~"{job}"' in query.expr, (name, query.panel, query.expr)
+            assert "$" not in query.expr, (name, query.panel, query.expr)
+    # Without a job variable of its own, a dashboard gets the generic default.
+    bare = {"panels": [{"title": "Up", "targets": [{"refId": "A", "expr": 'up{job="$job"}'}]}]}
+    assert panel_queries(bare)[0].expr == 'up{job="wine"}'
+    assert panel_queries(bare, {"job": "llm"})[0].expr == 'up{job="llm"}'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason=INSTALL_HINT)
+def test_preview_draws_the_llm_dashboard_from_a_real_service(tmp_path):
+    """A tiny model served, chatted with, swapped once and failed once; every LLM panel then has data."""
+    pytest.importorskip("transformers", reason="the LLM service needs the llm extra: pip install -e '.[llm]'")
+    from workshop.llm_client import LLMClient
+    from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
+
+    models = tmp_path / "models"
+    build_tiny_chat_model(models / "tiny-a", seed=0, name="tiny-a")
+    build_tiny_chat_model(models / "tiny-b", seed=1, name="tiny-b")
+    build_broken_model(models / "no-template", "no-chat-template")
+    target = LocalTarget(log_dir=tmp_path / "logs")
+    try:
+        service = target.deploy_llm(models, default_model="tiny-a", timeout=120)
+        start = datetime.now().astimezone() - timedelta(seconds=2)
+        url = target.start_monitoring(rule_files=[])
+        client = LLMClient(service.url)
+        for seed in range(3):
+            answer = client.complete(f"Hello {seed}", max_new_tokens=8)
+            assert answer["model"] == "tiny-a"
+        assert [event["event"] for event in client.stream("Stream, please", max_new_tokens=4)][-1] == "done"
+        next_scrape(url, job="llm")
+        assert client.swap_and_wait("tiny-b", timeout=60)["state"] == "RUNNING"
+        assert client.complete("And now?", max_new_tokens=8)["model"] == "tiny-b"
+        assert client.swap_and_wait("no-template", timeout=60)["state"] == "FAILED"
+        next_scrape(url, job="llm")
+        next_scrape(url, job="llm")
+
+        dashboard = PROJECT_ROOT / "dashboards" / "llm.json"
+        figure = preview_dashboard(dashboard, url, start, step="1s", rate_interval="30s")
+    finally:
+        target.teardown()
+
+    drawn = {axes.get_title(): axes for axes in figure.axes if axes.get_title()}
+    titles = {panel["title"] for panel in panels(json.loads(dashboard.read_text())) if panel["type"] != "row"}
+    assert set(drawn) == titles
+    assert [t.get_text() for t in drawn["Lifecycle state"].texts] == ["FAILED: 1"]
+    assert [t.get_text() for t in drawn["Serving model"].texts] == ["tiny-b (float32, local) : 1"]
+    outcomes = {line.get_label() for line in drawn["Completions by outcome"].get_lines()}
+    assert "success" in outcomes
+    swaps_axes = drawn["Model swaps by outcome (since start)"]
+    swaps = {line.get_label(): line.get_ydata()[-1] for line in swaps_axes.get_lines()}
+    assert swaps == {"success": 2, "failure": 1}  # the load at start, the swap to tiny-b; the broken model
+    for title in ("Generation latency p50 / p95 / p99", "Time to first token p50 / p95 (streaming)",
+                  "Tokens per second in (prompt) and out (completion)", "Model load duration"):
+        assert drawn[title].get_lines(), f"{title} has no data"

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from workshop.prometheus import query_range
 
+# For a dashboard that does not define these variables (the workshop's own define job and namespace).
 DEFAULT_VARIABLES = {"job": "wine", "namespace": ".*", "datasource": "prometheus"}
 # ${name}, ${name:format}, $name and the old [[name]]: Grafana's variable syntaxes.
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
@@ -48,6 +49,7 @@ class PanelQuery:
     legend: str
     heatmap: bool
     unit: str
+    instant: bool = False  # Grafana evaluates it once, at the end of the range (a stat's current value)
 
 
 def seconds(duration: str) -> float:
@@ -109,7 +111,8 @@ def panel_queries(
     time_range: str = "5m",
 ) -> list[PanelQuery]:
     """Every query of the dashboard, ready to run: variables and Grafana's ``$__*`` intervals substituted."""
-    values = {**template_defaults(dashboard), **DEFAULT_VARIABLES, **(variables or {}),
+    # The dashboard's own defaults win over the generic ones: the LLM dashboard's job is "llm", not "wine".
+    values = {**DEFAULT_VARIABLES, **template_defaults(dashboard), **(variables or {}),
               "__rate_interval": rate_interval, "__interval": interval, "__range": time_range}
     queries = []
     for panel in panels(dashboard):
@@ -122,6 +125,7 @@ def panel_queries(
                 ref_id=target.get("refId", "A"), expr=substitute(target["expr"], values),
                 legend=target.get("legendFormat", ""),
                 heatmap=panel.get("type") == "heatmap" or target.get("format") == "heatmap", unit=unit,
+                instant=bool(target.get("instant")),
             ))
     return queries
 
@@ -167,7 +171,13 @@ def _draw_heatmap(axes: Axes, frame: pd.DataFrame) -> None:
 
 
 def _stat_lines(query: PanelQuery, frame: pd.DataFrame) -> list[str]:
-    """A stat panel's numbers: the last value of each series, with its legend."""
+    """A stat panel's numbers: the last value of each series, with its legend.
+
+    An instant query only has the series present at the end of the range: one that stopped matching
+    earlier (a state left, a model swapped out) is not shown, as Grafana would not show it.
+    """
+    if query.instant and not frame.empty:
+        frame = frame[frame["timestamp"] == frame["timestamp"].max()]
     return [f"{legend(query.legend, labels) or query.ref_id}: {_format(rows['value'].iloc[-1], query.unit)}"
             for labels, rows in _series(frame)]
 

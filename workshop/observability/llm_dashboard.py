@@ -85,7 +85,7 @@ def serving_model_panel() -> PanelBuilder:
     ).with_target(
         query(
             f"count by (model_id, revision, dtype, source) ({metric('llm_model_info')} == 1)",
-            "{{model_id}} {{revision}} ({{dtype}}, {{source}})",
+            "{{model_id}} ({{dtype}}, {{source}}) {{revision}}",
         ).instant()
     )
 
@@ -94,7 +94,7 @@ def state_history_panel() -> PanelBuilder:
     """The states over time: a swap is a LOADING bump, a failure a FAILED plateau."""
     return (
         timeseries_panel(
-            "Lifecycle state over time",
+            "State history (instances per state)",
             "Instances in each state over time. A swap shows as a short LOADING step between two RUNNING "
             "stretches; a failed swap as LOADING followed by FAILED, which lasts until the next successful "
             "swap. Loading again and again (LOADING returning after restarts) usually means the startup probe "
@@ -163,7 +163,8 @@ def generation_latency_panel() -> PanelBuilder:
     return dashed_thresholds(
         timeseries_panel(
             "Generation latency p50 / p95 / p99",
-            "Time to generate a whole answer, prompt processing included (llm_generation_seconds histogram), "
+            "Time to answer a completion request, from its admission to its last token: the wait for a "
+            "generation slot, the prompt processing and every new token (llm_generation_seconds histogram), "
             f"as percentiles. The dashed line is the alert threshold on p95 ({GENERATION_P95_SECONDS:g} s). "
             "It grows with max_new_tokens and with the model size, and with the queue when generations share "
             "the CPU: compare with tokens per second and queue depth before blaming the model.",
@@ -243,10 +244,10 @@ def swaps_panel() -> PanelBuilder:
     return (
         timeseries_panel(
             "Model swaps by outcome (since start)",
-            "Model swaps requested with POST /model since each process started, by outcome "
-            "(llm_model_swaps_total): each step up is one swap. A failure step fires the LLMModelSwapFailed "
-            "alert; GET /status then says why. A restart resets the counts to 0 (and reloads the default model, "
-            "not the last one swapped in).",
+            "Model loads since each process started, by outcome (llm_model_swaps_total): the load of the "
+            "default model at start-up, then one per POST /model. Each step up is one load. A failure step "
+            "fires the LLMModelSwapFailed alert; GET /status then says why. A restart resets the counts to 0 "
+            "and loads the default model again, not the last one swapped in.",
             "short",
         )
         .min(0)
