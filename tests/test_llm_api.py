@@ -109,6 +109,7 @@ def test_conversation_with_system_and_assistant_turns(llm_client: TestClient) ->
         ({"messages": user(), "max_new_tokens": 0}, "max_new_tokens", "greater than or equal to 1"),
         ({"messages": user(), "max_new_tokens": 33}, "max_new_tokens", "less than or equal to 32"),
         ({"messages": user(), "temperature": -1}, "temperature", "greater than or equal to 0"),
+        ({"messages": user(), "temperature": 1e-300}, "temperature", "0 (greedy) or at least 0.01"),
         ({"messages": user(), "stream": "yes"}, "stream", "valid boolean"),
         ({"messages": user() * 5}, "messages", "at most 4 items"),
         ({"messages": user("x" * 201)}, "messages", "at most 200 are accepted (LLM_MAX_INPUT_CHARS)"),

@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        generator.start()
         manager.start_default()
         yield
         generator.shutdown()

@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,16 @@ def validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of this path answers (the ``Allow`` header of a 405)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI, on_invalid: Callable[[Request], None]) -> None:
     """Map exceptions to responses; ``on_invalid(request)`` is told of every 422 (for the metrics)."""
 
@@ -153,9 +164,11 @@ def install_error_handlers(app: FastAPI, on_invalid: Callable[[Request], None]) 
                 content=error_body("validation_error", f"invalid request: body: JSON decode error: {reason}", details),
             )
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse(
-            status_code=error.status_code, content=error_body(kind, str(error.detail)), headers=error.headers
-        )
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only; /model has two.
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return JSONResponse(status_code=error.status_code, content=error_body(kind, str(error.detail)), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

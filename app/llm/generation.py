@@ -179,7 +179,7 @@ class Generator:
     def __init__(self, max_concurrency: int, max_queue: int, retry_after_s: int = 2,
                  on_depth: Callable[[int], None] = lambda depth: None) -> None:
         self.max_concurrency, self.max_queue, self.retry_after_s = max_concurrency, max_queue, retry_after_s
-        self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="generate")
+        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._depth = 0
         self._on_depth = on_depth
@@ -205,9 +205,17 @@ class Generator:
             self._depth -= 1
             self._on_depth(self._depth)
 
+    def start(self) -> None:
+        """Create the thread pool (again after :meth:`shutdown`: an app's lifespan may run more than once)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="generate")
+
     def _submit(self, fn: Callable[..., Completion], *args: Any, **kwargs: Any) -> Future:
+        self.start()
         self._admit()
         try:
+            assert self._executor is not None
             future = self._executor.submit(fn, *args, **kwargs)
         except BaseException:
             self._release()
@@ -254,4 +262,8 @@ class Generator:
             future.cancel()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Cancel what waits, let running generations end in their threads, and drop the pool."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)

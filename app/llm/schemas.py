@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from app.llm.config import Settings
 
 Role = Literal["system", "user", "assistant"]
+MIN_TEMPERATURE = 0.01
 State = Literal["NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED"]
 
 
@@ -56,10 +57,21 @@ def completion_request_model(settings: Settings) -> type[BaseModel]:
         )
         temperature: float = Field(
             default=0.0, ge=0.0, le=2.0, allow_inf_nan=False,
-            description="0: greedy (deterministic); above 0: sampling.",
+            description=f"0: greedy (deterministic); {MIN_TEMPERATURE} to 2: sampling.",
         )
         top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus sampling.")
         stream: bool = Field(default=False, description="Answer with server-sent events: `token` events, then `done`.")
+
+        @field_validator("temperature")
+        @classmethod
+        def _greedy_or_measurable(cls, temperature: float) -> float:
+            # Dividing the logits by a temperature this close to 0 overflows them to inf (sampling fails).
+            if 0 < temperature < MIN_TEMPERATURE:
+                raise PydanticCustomError(
+                    "temperature_too_small", "temperature must be 0 (greedy) or at least {minimum}",
+                    {"minimum": MIN_TEMPERATURE},
+                )
+            return temperature
 
         @field_validator("messages")
         @classmethod

@@ -62,7 +62,15 @@ def resolve_source(model_id: str, models_dir: Path, revision: str | None = None)
     if revision is not None and not REVISION.match(revision):
         raise InvalidModelIdError(revision, "not a branch, tag or commit id", field="revision")
 
-    root = models_dir.resolve()
+    if any(len(part.encode()) > 255 for part in model_id.split("/")):
+        raise InvalidModelIdError(model_id, "a path part is longer than 255 bytes")
+    try:
+        return _classify(model_id, models_dir.resolve(), revision)
+    except OSError as error:  # a name the file system refuses (too long a path, a loop of links...)
+        raise InvalidModelIdError(model_id, f"not a usable folder name ({error.strerror or error})") from error
+
+
+def _classify(model_id: str, root: Path, revision: str | None) -> ModelSource:
     candidate = Path(model_id)
     if candidate.is_absolute():
         path = candidate.resolve()

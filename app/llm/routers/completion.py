@@ -26,6 +26,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "No model serves; `state` says why (Retry-After while LOADING)."},
 }
 
+# One server-sent event: `token` carries {"text": ...}, `done` the JSON answer, `error` the error shape.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["token", "done", "error"]},
+        "data": {"type": "string", "description": "JSON text"},
+    },
+    "required": ["event", "data"],
+}
+
 
 def completion_body(completion: Completion) -> dict[str, Any]:
     return {
@@ -47,7 +57,7 @@ def build_router(settings: Settings) -> APIRouter:
 
     @router.post(
         "/completion", summary="Answer a conversation with the model serving now", response_model=CompletionResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+        responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
                          "description": "JSON, or with `stream: true` events `token` ({text}) then `done` "
                          "(the JSON answer) or `error`."}},
     )
