@@ -404,6 +404,25 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
         httpx.get(f"{service.url}/health", timeout=2)
 
 
+def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_llm(emulator, make_target, backend):
+    forwarded: list[tuple[str, str, int]] = []
+    target = make_target(connector=connector_to(backend[0], forwarded))
+    deploying = in_background(lambda: target.deploy_llm(default_model="tiny-chat", max_new_tokens_cap="64",
+                                                        timeout=20))
+    deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "llm"), what="the Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLM_DEFAULT_MODEL"] == "tiny-chat" and env["LLM_MAX_NEW_TOKENS_CAP"] == "64"
+    assert emulator.stored("persistentvolumeclaims", NAMESPACE, "llm-cache"), "the model cache comes along"
+    assert emulator.stored("namespaces", None, NAMESPACE), "the namespace (from k8s/base) is prepared first"
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    add_pod(emulator, "llm-0", labels, ready=True)
+    set_rollout(emulator, "llm", replicas=1, updated=1, available=1)
+    service = deploying.result(timeout=20)
+    assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
+    assert forwarded == [(NAMESPACE, "llm-0", 8000)] and service.name == "llm"
+    target.teardown()
+
+
 def test_rollout_rules_follow_kubectl():
     def deployment(generation=1, observed=1, replicas=2, updated=2, total=2, available=2):
         return client.V1Deployment(

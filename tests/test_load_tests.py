@@ -29,7 +29,6 @@ from workshop.loadtest import (
     locustfile,
     main,
     p99_by_users,
-    run_load_test,
 )
 from workshop.process import free_port
 from workshop.targets import LocalTarget
@@ -104,7 +103,7 @@ def _run_against_service(model_dir: Path, results: Path, *, drift: bool) -> tupl
     target = LocalTarget(log_dir=results / "logs")
     try:
         service = target.deploy_wine(model_dir)
-        result = run_load_test(service.url, results_dir=results, drift=drift, **FAST)
+        result = target.run_load_test(results_dir=results, drift=drift, **FAST)  # against the service it deployed
         return result, Scrape(httpx.get(f"{service.url}/metrics", timeout=10).text)
     finally:
         target.teardown()

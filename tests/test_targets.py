@@ -183,3 +183,8 @@ def test_the_llm_service_with_a_default_model_is_ready_and_scraped_as_job_llm(mo
             ("wine", wine.url.removeprefix("http://")), ("llm", llm.url.removeprefix("http://"))}
     finally:
         target.teardown()
+
+
+def test_a_load_test_needs_a_service_to_aim_at():
+    with pytest.raises(ValueError, match=r"deploy_wine\(\) first, or pass host="):
+        get_target("local").run_load_test()

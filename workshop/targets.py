@@ -17,6 +17,7 @@ from typing import Protocol
 
 import yaml
 
+from workshop.loadtest import LoadTestResult, run_load_test
 from workshop.observability.alerts import prometheus_rules
 from workshop.paths import project_root
 from workshop.process import ManagedProcess, free_port
@@ -57,6 +58,8 @@ class Target(Protocol):
     def start_monitoring(
         self, *, rule_files: Sequence[Path] | None = None, hold_overrides: Mapping[str, str] | None = None
     ) -> str: ...
+
+    def run_load_test(self, host: str | None = None, *args: object, **kwargs: object) -> LoadTestResult: ...
 
     def teardown(self) -> None: ...
 
@@ -125,6 +128,18 @@ class LocalTarget:
             raise
         self._update_scraping()
         return deployment
+
+    def run_load_test(self, host: str | None = None, *args: object, **kwargs: object) -> LoadTestResult:
+        """Locust against ``host`` (default: the wine service deployed last); see :func:`run_load_test`.
+
+        The same call runs the load test in the cluster on the kubernetes target, so notebook 06 reads alike on both.
+        """
+        if host is None:
+            wine = [d for d in self.deployments if d.name == "wine"]
+            if not wine:
+                raise ValueError("no wine service deployed by this target: deploy_wine() first, or pass host=")
+            host = wine[-1].url
+        return run_load_test(host, *args, **kwargs)
 
     def scrape_targets(self) -> dict[str, list[str]]:
         """{job: URLs} of the services running now: job ``wine`` for the wine service, ``llm`` for the LLM."""

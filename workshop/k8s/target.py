@@ -31,6 +31,7 @@ from workshop.targets import Deployment
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
+IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a pod in the same namespace
 
 
 @dataclass
@@ -181,11 +182,16 @@ class KubernetesTarget:
 
     # --- load tests ----------------------------------------------------------------------------------
 
-    def run_load_test(self, host: str = "http://wine", users: int = 10, spawn_rate: float = 5.0,
+    def run_load_test(self, host: str | None = None, users: int = 10, spawn_rate: float = 5.0,
                       run_time_s: float = 20.0, results_dir: Path | str = "build/load_test", drift: bool = False,
                       step_load: bool = False, *, workers: int = 2, image: str = cluster_loadtest.IMAGE,
                       check: bool = True, **options: float) -> LoadTestResult:
-        """Run the Locust Job against ``host`` as seen inside the namespace (Service ``wine`` by default)."""
+        """Run the Locust Job against ``host`` as seen inside the namespace (Service ``wine`` by default).
+
+        Same arguments and result as on the local target; ``options`` are ``think_time_s``, ``seed``,
+        ``step_users``, ``step_seconds``, ``steps``, ``stop_timeout_s``. The HTML report stays in the pod.
+        """
+        host = host or IN_CLUSTER_WINE
         values = cluster_loadtest.settings(host, users, spawn_rate, run_time_s, workers, drift=drift,
                                            step_load=step_load, **options)
         if self.load_image:
