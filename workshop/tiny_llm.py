@@ -87,7 +87,9 @@ def build_tiny_chat_model(
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(vocab_size)

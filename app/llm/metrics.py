@@ -78,6 +78,7 @@ class LLMMetrics:
         for outcome in ("success", "failure"):
             self.swaps.labels(outcome)
             self.load_seconds.labels(outcome)
+        self._info_labels: tuple[str, str, str, str] | None = None
         self.queue_depth = Gauge("llm_queue_depth", "Generations running plus waiting.", registry=r)
 
     def completion(self, outcome: str) -> None:
@@ -101,7 +102,12 @@ class LLMMetrics:
         """A lifecycle listener: the state gauge, and the info gauge of what serves."""
         for state in State:
             self.lifecycle_state.labels(state.value).set(1 if state is snapshot.state else 0)
-        self.model_info.clear()
         serving = snapshot.serving
-        if serving is not None:
-            self.model_info.labels(serving.model_id, serving.revision or "", serving.dtype, serving.source).set(1)
+        labels = (serving.model_id, serving.revision or "", serving.dtype, serving.source) if serving else None
+        if labels != self._info_labels:
+            # Set the new series before removing the old, so no scrape sees no model at all.
+            if labels is not None:
+                self.model_info.labels(*labels).set(1)
+            if self._info_labels is not None:
+                self.model_info.remove(*self._info_labels)
+            self._info_labels = labels

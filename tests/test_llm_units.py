@@ -1,0 +1,163 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are redefined as arguments)
+"""Pieces of the LLM service on their own: model-id rules, the generation gate, settings, the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.llm.config import Settings
+from app.llm.errors import InvalidModelIdError, OverloadedError
+from app.llm.generation import Generator
+from app.llm.sources import resolve_source
+from benchmarks.llm_swap import percentile
+from tests.llm_fixtures import CORRUPT, MODEL_A, MODEL_B, NO_TEMPLATE, llm_models_dir  # noqa: F401
+from workshop.llm_client import LLMClient
+
+# Model ids --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    (root / "tiny").mkdir(parents=True)
+    (root / "org" / "nested").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("model_id", ["HuggingFaceTB/SmolLM2-135M-Instruct", "org/name", "a/b", "Org_1/model.v2"])
+def test_hub_ids_are_hub_sources(models_dir: Path, model_id: str) -> None:
+    source = resolve_source(model_id, models_dir)
+    assert (source.kind, source.path, source.location) == ("hub", None, model_id)
+
+
+def test_a_hub_id_keeps_a_valid_revision(models_dir: Path) -> None:
+    assert resolve_source("org/name", models_dir, "v1.0").revision == "v1.0"
+    assert resolve_source("org/name", models_dir, "refs/pr/1").revision == "refs/pr/1"
+
+
+def test_folders_under_the_models_dir_are_local_sources(models_dir: Path) -> None:
+    tiny = resolve_source("tiny", models_dir)
+    assert tiny.kind == "local" and tiny.path == (models_dir / "tiny").resolve() and tiny.location == str(tiny.path)
+    # A folder shaped like a hub id loads from the folder: local wins, nothing is fetched.
+    assert resolve_source("org/nested", models_dir).kind == "local"
+
+
+@pytest.mark.parametrize("model_id", ["", "../x", "/etc/passwd", "http://x/y", "a" * 300, "x\x00y", "tiny/",
+                                      "org/name/", "s3://bucket/key", "~/models"])
+def test_everything_else_is_refused(models_dir: Path, model_id: str) -> None:
+    with pytest.raises(InvalidModelIdError) as raised:
+        resolve_source(model_id, models_dir)
+    assert raised.value.status_code == 422 and raised.value.details[0]["field"] == "model_id"
+
+
+# The generation gate ----------------------------------------------------------------------------------
+
+
+def test_the_gate_admits_concurrency_plus_queue_then_refuses_at_once() -> None:
+    depths: list[int] = []
+    generator = Generator(max_concurrency=1, max_queue=2, retry_after_s=3, on_depth=depths.append)
+    release = threading.Event()
+
+    def blocked() -> str:
+        assert release.wait(10)
+        return "done"
+
+    async def scenario() -> list[str]:
+        futures = [asyncio.wrap_future(generator._submit(blocked)) for _ in range(3)]
+        assert generator.depth == 3
+        started = time.monotonic()
+        with pytest.raises(OverloadedError) as refused:
+            generator._submit(blocked)
+        assert time.monotonic() - started < 0.1
+        assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "3"}
+        release.set()
+        return await asyncio.gather(*futures)
+
+    assert asyncio.run(scenario()) == ["done"] * 3
+    deadline = time.monotonic() + 5
+    while generator.depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert generator.depth == 0 and depths[:3] == [1, 2, 3] and depths[-1] == 0
+    generator.shutdown()
+
+
+def test_the_gate_survives_a_restart() -> None:
+    generator = Generator(max_concurrency=1, max_queue=0)
+    generator.shutdown()
+    generator.start()
+    assert generator._submit(lambda: 42).result(5) == 42
+    generator.shutdown()
+
+
+# Settings ---------------------------------------------------------------------------------------------
+
+
+def test_settings_come_from_llm_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_DEFAULT_MODEL", "")
+    monkeypatch.setenv("LLM_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("LLM_MODELS_DIR", "/srv/models")
+    settings = Settings()
+    assert (settings.default_model, settings.max_concurrency, settings.models_dir) == ("", 3, Path("/srv/models"))
+
+
+def test_settings_refuse_inconsistent_values() -> None:
+    with pytest.raises(ValidationError, match="LLM_DEFAULT_MAX_NEW_TOKENS=100 is above LLM_MAX_NEW_TOKENS_CAP=50"):
+        Settings(default_max_new_tokens=100, max_new_tokens_cap=50)
+    with pytest.raises(ValidationError, match="LLM_LOG_JSON must be true"):
+        Settings(environment="production")
+    assert Settings(environment="production", log_json=True).environment == "production"
+
+
+# The tiny model ---------------------------------------------------------------------------------------
+
+
+def test_the_tiny_models_are_small_chat_models_and_differ_by_seed(llm_models_dir: Path) -> None:
+    from safetensors import safe_open
+
+    config = json.loads((llm_models_dir / MODEL_A / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tiny_model_name"] == MODEL_A
+    with safe_open(llm_models_dir / MODEL_A / "model.safetensors", "pt") as a, \
+            safe_open(llm_models_dir / MODEL_B / "model.safetensors", "pt") as b:
+        parameters = sum(a.get_tensor(k).numel() for k in a.keys())  # noqa: SIM118 (safe_open has no __iter__)
+        assert 800_000 < parameters < 1_500_000
+        key = "model.layers.0.mlp.up_proj.weight"
+        assert not a.get_tensor(key).equal(b.get_tensor(key))
+    assert "im_start" in (llm_models_dir / MODEL_A / "chat_template.jinja").read_text()
+    assert not (llm_models_dir / NO_TEMPLATE / "chat_template.jinja").exists()
+    assert (llm_models_dir / CORRUPT / "model.safetensors").read_bytes().startswith(b"this is not")
+
+
+def test_the_tiny_model_is_deterministic(tmp_path: Path, llm_models_dir: Path) -> None:
+    from workshop.tiny_llm import build_tiny_chat_model
+
+    build_tiny_chat_model(tmp_path / "again", seed=0, name=MODEL_A)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (llm_models_dir / MODEL_A / name).read_bytes(), name
+
+
+def test_break_model_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    from workshop.tiny_llm import break_model
+
+    with pytest.raises(ValueError, match="no-chat-template, corrupt-weights"):
+        break_model(tmp_path, "melted")  # type: ignore[arg-type]
+
+
+# Client and benchmark helpers -------------------------------------------------------------------------
+
+
+def test_wait_for_state_refuses_unknown_states() -> None:
+    with pytest.raises(ValueError, match="unknown state"):
+        LLMClient("http://127.0.0.1:9").wait_for_state("READY", timeout=0)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 21)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (10.0, 19.0, 20.0)
+    assert percentile([3.0], 95) == 3.0
