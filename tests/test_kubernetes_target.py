@@ -9,8 +9,8 @@ kmock 0.8 stores objects and answers CRUD; what it lacks is added in :class:`Wor
 therefore verified only on a real cluster (tests/test_cluster.py): server-side apply's field merging
 (kmock merges dicts; the emulator only makes apply create missing objects), paths of cluster-scoped
 Namespaces, CRD discovery (modelled by a flag), label and field selectors (kmock ignores them, so the
-target filters again itself), pod log streaming as text, and port-forwarding (kmock has no websocket:
-the target's bridge is tested against a real local TCP server behind its connector seam).
+target filters again itself), pod logs as text, and port-forwarding (kmock has no websocket:
+:class:`WorkshopEmulator` speaks the API server's port-forward websocket protocol to a local HTTP server).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import socket
 import stat
 import subprocess
 import textwrap
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import aiohttp
 import aiohttp.web
 import httpx
 import kmock
@@ -70,11 +70,15 @@ class WorkshopEmulator(kmock.KubernetesEmulator):
     """
 
     monitoring_crds = False
+    forward_to: tuple[str, int] | None = None  # where pod port-forwards lead (a local TCP server)
+    forwarded: list[tuple[str, str, int]]  # (namespace, pod, port) of each port-forward opened
 
     async def _handle(self, request: kmock.Request):
         parts = request.url.path.strip("/").split("/")
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4:
             return await self._namespace(request, parts[3])
+        if len(parts) == 7 and parts[4] == "pods" and parts[6] == "portforward":
+            return await self._portforward(request, parts[3], parts[5])
         if request.resource is not None and request.resource.group == "monitoring.coreos.com" \
                 and not self.monitoring_crds:
             raise kmock.KubernetesResourceNotFoundError()
@@ -107,6 +111,37 @@ class WorkshopEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(raw)
 
 
+    async def _portforward(self, request: kmock.Request, namespace: str, pod: str) -> aiohttp.web.StreamResponse:
+        """The API server's port-forward protocol (websocket, ``v4.channel.k8s.io``) to ``forward_to``.
+
+        Per port two channels: data (0) and error (1), each opened by a frame with the port number
+        (little-endian); then every binary frame is a channel byte and the payload.
+        """
+        port = int(request.params["ports"])
+        self.forwarded.append((namespace, pod, port))
+        socket_ = aiohttp.web.WebSocketResponse(protocols=("v4.channel.k8s.io", "portforward.k8s.io"))
+        await socket_.prepare(request._raw_request)  # kmock keeps the aiohttp request private
+        opening = bytes([port & 0xFF, port >> 8])
+        await socket_.send_bytes(b"\x00" + opening)
+        await socket_.send_bytes(b"\x01" + opening)
+        assert self.forward_to is not None, "set forward_to before port-forwarding"
+        reader, writer = await asyncio.open_connection(*self.forward_to)
+
+        async def to_client() -> None:
+            while data := await reader.read(65536):
+                await socket_.send_bytes(b"\x00" + data)
+            await socket_.close()
+
+        pump = asyncio.create_task(to_client())
+        async for message in socket_:
+            if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x00" and len(message.data) > 1:
+                writer.write(message.data[1:])
+                await writer.drain()
+        pump.cancel()
+        writer.close()
+        return socket_
+
+
 class Emulator:
     """The emulator served on 127.0.0.1 from a thread of its own, for the synchronous official client."""
 
@@ -120,6 +155,7 @@ class Emulator:
 
     async def _serve(self) -> None:
         async with WorkshopEmulator() as handler, kmock.Server(handler) as server:
+            handler.forwarded = []
             self.handler, self.url = handler, str(server.url).rstrip("/")
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             for listed in ("v1/events", "v1/pods", "v1/services", "apps/v1/deployments", "batch/v1/jobs"):
@@ -272,8 +308,8 @@ def set_rollout(emulator: Emulator, name: str, *, replicas: int, updated: int, a
 
 
 @pytest.fixture
-def backend() -> Iterator[tuple[str, list[str]]]:
-    """A real HTTP server standing in for the pod's port: (host:port, paths it was asked for)."""
+def backend() -> Iterator[tuple[tuple[str, int], list[str]]]:
+    """A real HTTP server standing in for the pod's port: ((host, port), paths it was asked for)."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -292,19 +328,9 @@ def backend() -> Iterator[tuple[str, list[str]]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}", seen
+    yield ("127.0.0.1", server.server_address[1]), seen
     server.shutdown()
     server.server_close()
-
-
-def connector_to(address: str, record: list[tuple[str, str, int]]):
-    host, port = address.split(":")
-
-    def connect(namespace: str, pod: str, pod_port: int) -> socket.socket:
-        record.append((namespace, pod, pod_port))
-        return socket.create_connection((host, int(port)), timeout=5)
-
-    return connect
 
 
 def in_background(function: Callable[[], object]) -> concurrent.futures.Future:
@@ -373,8 +399,8 @@ def test_in_namespace_moves_namespaced_objects_and_renames_the_namespace():
 def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
         emulator, make_target, tools, backend, capsys):
     kind_calls = fake_tool(tools, "kind")
-    forwarded: list[tuple[str, str, int]] = []
-    target = make_target(load_image=True, progress=True, connector=connector_to(backend[0], forwarded))
+    emulator.handler.forward_to = backend[0]
+    target = make_target(load_image=True, progress=True)
     deploying = in_background(lambda: target.deploy_wine(max_batch_size="50", timeout=20))
 
     deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
@@ -391,7 +417,8 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     assert calls(kind_calls) == [["load", "docker-image", "wine-service:latest", "--name", "workshop"]]
     answer = httpx.get(f"{service.url}/health", timeout=5)
     assert answer.json() == {"status": "ok", "path": "/health"}
-    assert forwarded == [(NAMESPACE, "wine-abc", 8000)], "Service port 80 -> targetPort http -> container 8000"
+    assert emulator.handler.forwarded == [(NAMESPACE, "wine-abc", 8000)], (
+        "Service port 80 -> targetPort http -> container port 8000 of a ready pod")
     assert "deployment/wine" in capsys.readouterr().err
     for kind in ("services", "poddisruptionbudgets", "horizontalpodautoscalers"):
         assert emulator.stored(kind, NAMESPACE, "wine"), kind
@@ -405,8 +432,8 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
 
 
 def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_llm(emulator, make_target, backend):
-    forwarded: list[tuple[str, str, int]] = []
-    target = make_target(connector=connector_to(backend[0], forwarded))
+    emulator.handler.forward_to = backend[0]
+    target = make_target()
     deploying = in_background(lambda: target.deploy_llm(default_model="tiny-chat", max_new_tokens_cap="64",
                                                         timeout=20))
     deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "llm"), what="the Deployment")
@@ -419,7 +446,7 @@ def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_ll
     set_rollout(emulator, "llm", replicas=1, updated=1, available=1)
     service = deploying.result(timeout=20)
     assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
-    assert forwarded == [(NAMESPACE, "llm-0", 8000)] and service.name == "llm"
+    assert emulator.handler.forwarded == [(NAMESPACE, "llm-0", 8000)] and service.name == "llm"
     target.teardown()
 
 
@@ -537,8 +564,8 @@ def test_a_failing_load_reports_the_tools_output(tools):
 def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies_what_waited(
         emulator, make_target, tools, backend):
     helm_calls = fake_tool(tools, "helm")
-    forwarded: list[tuple[str, str, int]] = []
-    target = make_target(connector=connector_to(backend[0], forwarded))
+    emulator.handler.forward_to = backend[0]
+    target = make_target()
     deploying = in_background(lambda: target.deploy_wine(timeout=20))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
@@ -567,7 +594,7 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     holds = {r["alert"]: r.get("for") for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert holds["WineHighErrorRatio"] == "10s"
     assert httpx.get(f"{url}/api/v1/status", timeout=5).status_code == 200
-    assert forwarded[-1] == ("monitoring", "prometheus-0", 9090)
+    assert emulator.handler.forwarded[-1] == ("monitoring", "prometheus-0", 9090)
 
     target.start_monitoring()  # an upgrade: the learner's password stays
     assert emulator.stored("secrets", "monitoring", "grafana-admin")["stringData"]["admin-password"] == password

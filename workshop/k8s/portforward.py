@@ -23,18 +23,13 @@ from kubernetes.stream import portforward
 from workshop.k8s import diagnose
 from workshop.k8s.errors import PortForwardError
 
-Connector = Callable[[str, str, int], socket.socket]
 CHUNK = 65536
 
 
-def api_connector(core: client.CoreV1Api) -> Connector:
-    """Open a websocket port-forward to ``pod:port`` and return its socket end."""
-
-    def connect(namespace: str, pod: str, port: int) -> socket.socket:
-        forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
-        return forward.socket(port)
-
-    return connect
+def open_pod_port(core: client.CoreV1Api, namespace: str, pod: str, port: int) -> socket.socket:
+    """A websocket port-forward to ``pod:port`` through the API server; the socket end to read and write."""
+    forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+    return forward.socket(port)
 
 
 def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: int | str | None = None
@@ -71,7 +66,6 @@ class PortForward:
     service: str
     port: int | str | None = None
     local_port: int = 0
-    connector: Connector | None = None
     _server: socket.socket | None = field(default=None, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
     _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -108,10 +102,9 @@ class PortForward:
             self._spawn(self._serve, f"port-forward {self.service} connection", local)
 
     def _serve(self, local: socket.socket) -> None:
-        connect = self.connector or api_connector(self.core)
         try:
             pod, port = resolve_target(self.core, self.namespace, self.service, self.port)
-            remote = connect(self.namespace, pod, port)
+            remote = open_pod_port(self.core, self.namespace, pod, port)
         except Exception as error:  # noqa: BLE001 - reported through errors, the local client sees a close
             self.errors.append(f"{type(error).__name__}: {error}")
             local.close()

@@ -22,7 +22,7 @@ from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
 from workshop.k8s.errors import KubernetesTargetError
-from workshop.k8s.portforward import Connector, PortForward
+from workshop.k8s.portforward import PortForward
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
@@ -62,7 +62,6 @@ class KubernetesTarget:
     shared_monitoring: bool = False  # True on a cluster several learners share: teardown keeps the chart
     progress: bool = True
     poll_interval: float = 1.0  # seconds between reads of a rollout's state
-    connector: Connector | None = None  # how port-forwards reach a pod; None is the API server's websocket
     cluster: Cluster | None = None
     name: str = "kubernetes"
     deployments: list[KubernetesDeployment] = field(default_factory=list)
@@ -110,7 +109,7 @@ class KubernetesTarget:
         if wait_ready:
             wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
                              progress=self.progress)
-            forward = PortForward(self._cluster.core, self.namespace, name, port, connector=self.connector).start()
+            forward = PortForward(self._cluster.core, self.namespace, name, port).start()
             url = forward.url
         else:
             forward, url = None, ""
@@ -176,8 +175,8 @@ class KubernetesTarget:
             apply(self._cluster.api_client, rule)
         if self.prometheus_forward is not None:
             self.prometheus_forward.close()
-        self.prometheus_forward = PortForward(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE, helm.PROMETHEUS_PORT,
-                                              connector=self.connector).start()
+        self.prometheus_forward = PortForward(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE,
+                                              helm.PROMETHEUS_PORT).start()
         return self.prometheus_forward.url
 
     # --- load tests ----------------------------------------------------------------------------------
