@@ -30,7 +30,8 @@ from app.wine.config import Settings
 from app.wine.data import locate
 from workshop import container
 
-pytestmark = pytest.mark.slow
+# The engine fixture first: without an engine every test skips at once, before a model is trained for it.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
 
 BASE_IMAGE = "python:3.11-slim"
 # The measured wine image is ~390 MB on the debootstrap stand-in base (~176 MB of it the base); the venv
@@ -39,7 +40,7 @@ BASE_IMAGE = "python:3.11-slim"
 MAX_WINE_IMAGE_BYTES = 550_000_000
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engine() -> container.Engine:
     found = container.engine_available()
     if not found:

@@ -136,19 +136,19 @@ class Engine:
 
 
 def engine_available() -> Engine:
-    """Ask the engine (``docker info``) and check that the client can build with BuildKit."""
+    """Ask the engine for its version (like ``docker info``) and check that the client can build with BuildKit."""
     binary, buildkit = docker_cli()
     if binary is None:
         return Engine(False, f"no docker command found: {INSTALL_HINT}")
     try:
-        result = subprocess.run(
-            [binary, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
-        )
+        result = subprocess.run([binary, "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                                text=True, timeout=30)
     except subprocess.TimeoutExpired:
-        return Engine(False, f"`docker info` did not answer within 30s: is the engine hung? {ENGINE_HINT}", binary)
+        return Engine(False, f"the Docker engine did not answer within 30s: is it hung? {ENGINE_HINT}", binary)
     if result.returncode != 0 or not result.stdout.strip():
-        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-        return Engine(False, f"no Docker engine answers ({detail}); {ENGINE_HINT}", binary)
+        lines = result.stderr.strip().splitlines() or ["no answer"]
+        detail = next((line for line in lines if "daemon" in line.lower()), lines[-1])
+        return Engine(False, f"no Docker engine answers ({detail.strip()}); {ENGINE_HINT}", binary)
     if not buildkit:
         return Engine(
             False,
@@ -212,7 +212,7 @@ class Build:
 def build_image(
     target: str,
     tag: str,
-    context: Path = PROJECT_ROOT,
+    context: Path | str = PROJECT_ROOT,
     *,
     ca_bundle: Path | None = None,
     build_args: Mapping[str, str] | None = None,
