@@ -94,8 +94,10 @@ apt_install() {
 FALLBACK_FLAGS=("" "--storage-driver=vfs" "--storage-driver=vfs --iptables=false")
 
 start_dockerd() {
-    local flags="$1" pid
+    local flags="$1" pid first_line
     mkdir -p "$RUN_DIR"
+    touch "$LOG"
+    first_line=$(($(wc -l <"$LOG") + 1))  # this attempt's lines, for the tail shown on failure
     say "starting dockerd ${flags:-(default flags)}; log: $LOG"
     # setsid: dockerd outlives this script and the CI step that ran it; its own pidfile is the default one.
     # shellcheck disable=SC2086  # flags is a list of words on purpose
@@ -106,7 +108,7 @@ start_dockerd() {
     while ((waited < START_TIMEOUT)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             say "dockerd exited during start-up; last lines of $LOG:"
-            tail -n 15 "$LOG" | sed 's/^/    /'
+            tail -n "+$first_line" "$LOG" | tail -n 15 | sed 's/^/    /'
             rm -f "$PIDFILE"
             return 1
         fi
@@ -118,7 +120,7 @@ start_dockerd() {
         waited=$((waited + 1))
     done
     say "dockerd did not answer within ${START_TIMEOUT}s; last lines of $LOG:"
-    tail -n 30 "$LOG" | sed 's/^/    /'
+    tail -n "+$first_line" "$LOG" | tail -n 30 | sed 's/^/    /'
     kill "$pid" 2>/dev/null || true
     rm -f "$PIDFILE"
     return 1
@@ -132,6 +134,10 @@ ensure_engine() {
             say "an engine already answers (not started by this script): leaving it alone"
         fi
         return 0
+    fi
+    if [[ -S /var/run/docker.sock && ! -w /var/run/docker.sock && $(id -u) -ne 0 ]]; then
+        die "an engine socket exists (/var/run/docker.sock) but $(id -un) may not use it:" \
+            "sudo usermod -aG docker $(id -un) and log in again, or run: sudo $0 start"
     fi
     command -v dockerd >/dev/null 2>&1 || apt_install docker.io
     need_root "starting dockerd" "sudo $0 start"
@@ -289,6 +295,13 @@ cmd_status() {
         say "engine running, not started by this script"
     fi
     "$cli" version --format 'docker-engine: server {{.Server.Version}}, client {{.Client.Version}} ('"$cli"')'
+    if "$cli" buildx version >/dev/null 2>&1; then
+        say "BuildKit builds: $cli with the buildx plugin"
+    elif [[ -x /usr/bin/docker && "$(/usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null)" == 20.* ]]; then
+        say "BuildKit builds: /usr/bin/docker (20.10, BuildKit built in; workshop.container picks it)"
+    else
+        say "BuildKit builds: no client can (install the buildx plugin: docker-buildx-plugin or docker-buildx)"
+    fi
     if "$cli" image inspect "$image" >/dev/null 2>&1; then
         local label
         label="$("$cli" image inspect --format "{{index .Config.Labels \"$STANDIN_LABEL\"}}" "$image")"
