@@ -514,6 +514,26 @@ def test_a_rollout_that_never_schedules_times_out_with_the_scheduling_hint(emula
     assert failed.value.pods == ["wine-p1"], "pods of other Deployments are not this rollout's business"
 
 
+def test_pods_the_quota_refuses_are_explained_by_the_replicasets_events(emulator, make_target):
+    deploying = _failed_deploy(emulator, make_target(), timeout=1)
+    core_api(emulator).create_namespaced_event(NAMESPACE, {
+        "metadata": {"name": "wine-7d9f.quota", "namespace": NAMESPACE},
+        "involvedObject": {"kind": "ReplicaSet", "name": "wine-7d9f", "namespace": NAMESPACE},
+        "reason": "FailedCreate", "type": "Warning",
+        "message": 'pods "wine-7d9f-x" is forbidden: exceeded quota: workshop, requested: requests.cpu=250m'})
+    core_api(emulator).create_namespaced_event(NAMESPACE, {
+        "metadata": {"name": "wine-llm-1.quota", "namespace": NAMESPACE},
+        "involvedObject": {"kind": "ReplicaSet", "name": "wine-llm-1", "namespace": NAMESPACE},
+        "reason": "FailedCreate", "type": "Warning", "message": "another Deployment's trouble"})
+    with pytest.raises(RolloutError) as failed:
+        deploying.result(timeout=15)
+    message = str(failed.value)
+    assert ('ReplicaSet events of wine:\n  Warning FailedCreate: pods "wine-7d9f-x" is forbidden: exceeded quota'
+            in message)
+    assert "another Deployment's trouble" not in message
+    assert failed.value.reasons == ["FailedCreate"] and "ResourceQuota is used up" in message
+
+
 def test_a_running_pod_failing_readiness_gets_the_readiness_hint():
     pod = client.V1Pod(metadata=client.V1ObjectMeta(name="wine-r"), status=client.V1PodStatus(
         phase="Running", container_statuses=[client.V1ContainerStatus(

@@ -35,6 +35,11 @@ HINTS = {
         "the pod references a ConfigMap/Secret or setting that does not exist: see the event message."
     ),
     "OOMKilled": "the container used more memory than its limit: raise the memory limit or lower the load.",
+    "FailedCreate": (
+        "the ReplicaSet may not create the pods: usually the namespace's ResourceQuota is used up or a "
+        "LimitRange refuses the pod's requests/limits (`kubectl describe quota,limitrange -n NAMESPACE`); "
+        "delete what you no longer need (an old load test, the LLM) or ask for a bigger quota."
+    ),
 }
 HINTS["ErrImagePull"] = HINTS["ErrImageNeverPull"] = HINTS["InvalidImageName"] = HINTS["ImagePullBackOff"]
 HINTS["FailedScheduling"] = HINTS["Unschedulable"] = HINTS["Pending"]
@@ -51,10 +56,6 @@ class PodReport:
     details: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     log: str = ""
-
-    @property
-    def fatal(self) -> bool:
-        return bool(FATAL.intersection(self.reasons))
 
     def text(self) -> str:
         lines = [f"pod {self.name}: {self.phase}" + (f" ({', '.join(self.reasons)})" if self.reasons else "")]
@@ -121,6 +122,18 @@ def pod_events(core: client.CoreV1Api, namespace: str, pod: str, limit: int = 8)
     own.sort(key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
     return [f"{e.type} {e.reason}: {e.message}" + (f" (x{e.count})" if e.count and e.count > 1 else "")
             for e in own[-limit:]]
+
+
+def replicaset_events(core: client.CoreV1Api, namespace: str, deployment: str, limit: int = 5) -> list[str]:
+    """Warnings about the Deployment's ReplicaSets (``<deployment>-<hash>``): why pods were not even created."""
+    try:
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=ReplicaSet").items
+    except ApiException:
+        return []
+    own = [e for e in events if e.type == "Warning" and e.involved_object and e.involved_object.kind == "ReplicaSet"
+           and (e.involved_object.name or "").rsplit("-", 1)[0] == deployment]
+    own.sort(key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
+    return [f"{e.type} {e.reason}: {e.message}" for e in own[-limit:]]
 
 
 def pod_log(core: client.CoreV1Api, namespace: str, pod: str, *, lines: int = 20, previous: bool = False,

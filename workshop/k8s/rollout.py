@@ -43,7 +43,11 @@ def wait_for_rollout(
     cluster, namespace: str, name: str, *, timeout: float = 300.0, interval: float = 1.0, progress: bool = True,
     fail_fast: bool = True, clock: Callable[[], float] = time.monotonic,
 ) -> client.V1Deployment:
-    """Wait until Deployment ``name`` is rolled out; raise :class:`RolloutError` with the pods' story otherwise."""
+    """Wait until Deployment ``name`` is rolled out; raise :class:`RolloutError` with the pods' story otherwise.
+
+    Each poll reads the Deployment and (with ``fail_fast``) its pods; events and logs are read only to
+    explain a failure, so waiting costs two requests a poll.
+    """
     deadline = clock() + timeout
     bar = tqdm(total=None, desc=f"deployment/{name}", unit="replica", disable=not progress, leave=True)
     last = "not read yet"
@@ -58,31 +62,35 @@ def wait_for_rollout(
             if done:
                 return deployment
             if fail_fast:
-                reports = _reports(cluster, namespace, deployment)
-                if any(r.fatal for r in reports):
-                    raise _error(namespace, name, f"failed: {last}", reports)
+                unready = _unready(cluster, namespace, deployment)
+                if any(diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0]) for pod in unready):
+                    raise _error(cluster, namespace, name, f"failed: {last}", unready)
             if clock() >= deadline:
-                raise _error(namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
-                             _reports(cluster, namespace, deployment))
+                raise _error(cluster, namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
+                             _unready(cluster, namespace, deployment))
             time.sleep(interval)
     finally:
         bar.close()
 
 
-def _reports(cluster, namespace: str, deployment: client.V1Deployment) -> list[diagnose.PodReport]:
-    selector = deployment.spec.selector.match_labels or {}
-    pods = diagnose.pods_for(cluster.core, namespace, selector)
-    unready = [p for p in pods if not all(c.ready for c in (p.status.container_statuses or [])) or
-               not (p.status.container_statuses or [])]
-    return [diagnose.report(cluster.core, namespace, pod) for pod in unready]
+def _unready(cluster, namespace: str, deployment: client.V1Deployment) -> list[client.V1Pod]:
+    pods = diagnose.pods_for(cluster.core, namespace, deployment.spec.selector.match_labels or {})
+    return [p for p in pods if not (p.status and p.status.container_statuses)
+            or not all(c.ready for c in p.status.container_statuses)]
 
 
-def _error(namespace: str, name: str, what: str, reports: list[diagnose.PodReport]) -> RolloutError:
+def _error(cluster, namespace: str, name: str, what: str, pods: list[client.V1Pod]) -> RolloutError:
+    reports = [diagnose.report(cluster.core, namespace, pod) for pod in pods]
     reasons = [reason for r in reports for reason in r.reasons]
     lines = [f"Deployment {name} in namespace {namespace} {what}."]
-    lines += [r.text() for r in reports] or ["No pods were created: check the ReplicaSet's events "
-                                             f"(`kubectl -n {namespace} describe deployment {name}`), "
-                                             "e.g. a ResourceQuota or LimitRange refusing them."]
+    lines += [r.text() for r in reports]
+    refusals = diagnose.replicaset_events(cluster.core, namespace, name)
+    if refusals:
+        lines.append(f"ReplicaSet events of {name}:")
+        lines += [f"  {event}" for event in refusals]
+        reasons += ["FailedCreate"] if any("FailedCreate" in event for event in refusals) else []
+    if not reports and not refusals:
+        lines.append(f"No pods were created: `kubectl -n {namespace} describe deployment {name}` shows why.")
     found = diagnose.hints(reasons)
     if found:
         lines.append("What to do:")
