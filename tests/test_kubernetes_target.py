@@ -50,6 +50,7 @@ from workshop.k8s.errors import (
 from workshop.k8s.rollout import rollout_state
 from workshop.k8s.target import KubernetesTarget
 from workshop.loadtest import AGGREGATED, LoadTestError
+from workshop.process import free_port
 from workshop.targets import get_target
 
 NAMESPACE = "learner-7"
@@ -401,7 +402,8 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     kind_calls = fake_tool(tools, "kind")
     emulator.handler.forward_to = backend[0]
     target = make_target(load_image=True, progress=True)
-    deploying = in_background(lambda: target.deploy_wine(max_batch_size="50", timeout=20))
+    local_port = free_port()
+    deploying = in_background(lambda: target.deploy_wine(port=local_port, max_batch_size="50", timeout=20))
 
     deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -414,6 +416,7 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     service = deploying.result(timeout=20)
 
+    assert service.url == f"http://127.0.0.1:{local_port}" and "WINE_PORT" not in env
     assert calls(kind_calls) == [["load", "docker-image", "wine-service:latest", "--name", "workshop"]]
     answer = httpx.get(f"{service.url}/health", timeout=5)
     assert answer.json() == {"status": "ok", "path": "/health"}
@@ -426,7 +429,9 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
         "objects whose CRDs arrive with kube-prometheus-stack wait for start_monitoring")
     emulator.logs("INFO model loaded\nINFO serving\n")
     assert "--- pod wine-abc\nINFO model loaded" in service.logs()
+    assert service.running
     target.teardown()
+    assert not service.running
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{service.url}/health", timeout=2)
 

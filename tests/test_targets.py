@@ -70,8 +70,9 @@ def test_rejections_table_and_metrics_read_over_http(local_service):
 def test_teardown_stops_the_service_and_can_run_twice(model_dir):
     target = get_target("local")
     deployment = target.deploy_wine(model_dir)
+    assert deployment.running
     target.teardown()
-    assert not deployment.process.running
+    assert not deployment.process.running and not deployment.running
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{deployment.url}/health", timeout=2)
     target.teardown()

@@ -38,6 +38,11 @@ class Deployment:
     url: str
     process: ManagedProcess | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether this side still serves it (the process here; on a cluster, the port-forward to it)."""
+        return self.process is not None and self.process.running
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()

@@ -72,6 +72,10 @@ class PortForward:
     errors: list[str] = field(default_factory=list, init=False, repr=False)
 
     @property
+    def open(self) -> bool:
+        return self._server is not None and not self._closed.is_set()
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.local_port}"
 

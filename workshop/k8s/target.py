@@ -41,6 +41,10 @@ class KubernetesDeployment(Deployment):
     target: KubernetesTarget | None = None
     forward: PortForward | None = None
 
+    @property
+    def running(self) -> bool:
+        return self.forward is not None and self.forward.open
+
     def stop(self) -> None:
         if self.forward is not None:
             self.forward.close()
@@ -95,7 +99,7 @@ class KubernetesTarget:
     # --- services ------------------------------------------------------------------------------------
 
     def _deploy(self, folder: str, name: str, *, image: str | None, env: Mapping[str, str], wait_ready: bool,
-                timeout: float, port: int | str | None = None) -> KubernetesDeployment:
+                timeout: float, local_port: int = 0) -> KubernetesDeployment:
         objects = self._render(folder)
         deployment = manifests.find(objects, "Deployment", name)
         for container in manifests.containers(deployment)[:1]:
@@ -109,7 +113,7 @@ class KubernetesTarget:
         if wait_ready:
             wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
                              progress=self.progress)
-            forward = PortForward(self._cluster.core, self.namespace, name, port).start()
+            forward = PortForward(self._cluster.core, self.namespace, name, local_port=local_port).start()
             url = forward.url
         else:
             forward, url = None, ""
@@ -117,19 +121,20 @@ class KubernetesTarget:
         self.deployments.append(result)
         return result
 
-    def deploy_wine(self, model_dir: Path | None = None, *, wait_ready: bool = True, timeout: float = 300.0,
-                    image: str | None = None, **settings: str) -> KubernetesDeployment:
+    def deploy_wine(self, model_dir: Path | None = None, *, port: int = 0, wait_ready: bool = True,
+                    timeout: float = 300.0, image: str | None = None, **settings: str) -> KubernetesDeployment:
         """Apply k8s/base (the model is baked into the image), wait for the rollout, port-forward Service wine.
 
         ``model_dir`` is accepted for the common interface; on the cluster the model is the one in the image
-        (rebuild it to change the model). ``settings`` become ``WINE_*`` variables of the container. Without
-        ``wait_ready`` the objects are applied and no URL is given (watch the rollout yourself).
+        (rebuild it to change the model). ``port`` is the local end of the port-forward (0: a free one).
+        ``settings`` become ``WINE_*`` variables of the container. Without ``wait_ready`` the objects are
+        applied and no URL is given (watch the rollout yourself).
         """
         env = {f"WINE_{key.upper()}": str(value) for key, value in settings.items()}
         return self._deploy("base", "wine", image=image or self.wine_image, env=env, wait_ready=wait_ready,
-                            timeout=timeout)
+                            timeout=timeout, local_port=port)
 
-    def deploy_llm(self, models_dir: Path | None = None, *, default_model: str | None = None,
+    def deploy_llm(self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
                    wait_ready: bool = True, timeout: float = 600.0, image: str | None = None,
                    **settings: str) -> KubernetesDeployment:
         """Apply k8s/llm (Deployment and Service ``llm``), wait for the rollout, port-forward its Service.
@@ -142,7 +147,8 @@ class KubernetesTarget:
             env["LLM_DEFAULT_MODEL"] = default_model
         if models_dir is not None:
             env["LLM_MODELS_DIR"] = str(models_dir)
-        return self._deploy("llm", "llm", image=image, env=env, wait_ready=wait_ready, timeout=timeout)
+        return self._deploy("llm", "llm", image=image, env=env, wait_ready=wait_ready, timeout=timeout,
+                            local_port=port)
 
     def logs(self, name: str = "wine", lines: int = 30) -> str:
         """The last ``lines`` of each pod of Deployment ``name``, headed by the pod's name."""
