@@ -601,10 +601,14 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     core_api(emulator).create_namespaced_service("monitoring", {
         "metadata": {"name": helm.PROMETHEUS_SERVICE, "namespace": "monitoring"},
         "spec": {"selector": {"app.kubernetes.io/name": "prometheus"}, "ports": [{"port": 9090}]}})
+    emulator.handler.monitoring_crds = True  # what installing the chart brings
+    monitoring = in_background(lambda: target.start_monitoring(hold_overrides={"WineHighErrorRatio": "10s"}))
+    eventually(lambda: calls(helm_calls), what="helm")
+    time.sleep(0.3)
+    assert not monitoring.done(), "the operator's Prometheus pod is not ready yet: no port-forward"
     add_pod(emulator, "prometheus-0", {"app.kubernetes.io/name": "prometheus"}, ready=True, namespace="monitoring",
             port=9090)
-    emulator.handler.monitoring_crds = True  # what installing the chart brings
-    url = target.start_monitoring(hold_overrides={"WineHighErrorRatio": "10s"})
+    url = monitoring.result(timeout=20)
 
     install = calls(helm_calls)[0]
     assert install[:7] == ["upgrade", "--install", "kube-prometheus-stack", "kube-prometheus-stack", "--repo",

@@ -8,6 +8,7 @@ both tools name their contexts (``minikube`` or the profile name; ``kind-<cluste
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -57,8 +58,6 @@ def minikube_profiles() -> tuple[str, ...]:
     done = subprocess.run(["minikube", "profile", "list", "--output", "json", "--light"], capture_output=True,
                           text=True, timeout=60, check=False)
     try:
-        import json
-
         listing = json.loads(done.stdout or "{}")
     except ValueError:
         return ()

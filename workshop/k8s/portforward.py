@@ -14,10 +14,12 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
 from workshop.k8s import diagnose
@@ -55,6 +57,21 @@ def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: i
             raise PortForwardError(f"Pod {pod.metadata.name} declares no container port named {target!r}")
         target = numbers[0]
     return pod.metadata.name, int(target)
+
+
+def wait_for_endpoint(core: client.CoreV1Api, namespace: str, service: str, port: int | str | None = None, *,
+                      timeout: float = 300.0, interval: float = 2.0) -> tuple[str, int]:
+    """Poll until a ready pod backs ``service`` (e.g. a Prometheus the operator creates after helm returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return resolve_target(core, namespace, service, port)
+        except (PortForwardError, ApiException) as error:
+            if time.monotonic() >= deadline:
+                reason = error if isinstance(error, PortForwardError) else f"HTTP {error.status} {error.reason}"
+                raise PortForwardError(f"Service {service} in {namespace} has no ready pod after {timeout:.0f} s: "
+                                       f"{reason}") from None
+        time.sleep(interval)
 
 
 @dataclass

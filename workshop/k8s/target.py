@@ -22,7 +22,7 @@ from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
 from workshop.k8s.errors import KubernetesTargetError
-from workshop.k8s.portforward import PortForward
+from workshop.k8s.portforward import PortForward, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
@@ -181,6 +181,9 @@ class KubernetesTarget:
             apply(self._cluster.api_client, rule)
         if self.prometheus_forward is not None:
             self.prometheus_forward.close()
+        # helm --wait covers the chart's Deployments, not the Prometheus StatefulSet its operator creates after.
+        wait_for_endpoint(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE, helm.PROMETHEUS_PORT, timeout=timeout,
+                          interval=self.poll_interval)
         self.prometheus_forward = PortForward(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE,
                                               helm.PROMETHEUS_PORT).start()
         return self.prometheus_forward.url
