@@ -3,6 +3,7 @@
 #   make workshop   run every notebook with papermill (TARGET=local|kubernetes), results in build/
 #   make test       the whole test suite, notebooks included
 #   make test-cluster  the tests marked cluster, against the cluster in your kubeconfig
+#   make docker-engine  start a Docker engine (root; Debian/Ubuntu) for the image tests and notebook 03
 #   make lab        open JupyterLab on the notebooks
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 
@@ -18,7 +19,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps workshop test test-cluster lint lab bench model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster lint lab bench model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -40,6 +41,10 @@ install: $(STAMP) $(CHECKOV_STAMP)
 # Binaries the local target needs; installed with apt-get when running as root on Debian/Ubuntu.
 system-deps:
 	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+# A Docker engine for notebook 03 and tests/test_image.py (CI runs this too; stop: scripts/docker-engine.sh stop).
+docker-engine:
+	scripts/docker-engine.sh start
 
 workshop: $(STAMP) system-deps
 	$(BIN)/python -m workshop.run_notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -41,18 +40,13 @@ def _binary(name: str, needed_for: str, required: bool, how: str) -> Check:
 
 
 def _docker_engine() -> Check:
-    """The client alone is not enough: the engine must answer."""
-    how = "install Docker Engine or Docker Desktop and start it"
-    if shutil.which("docker") is None:
-        return Check("docker engine", "03_containerise", False, False, "no docker client on PATH", how)
-    try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                                capture_output=True, text=True, timeout=10, check=False)
-    except subprocess.TimeoutExpired:
-        return Check("docker engine", "03_containerise", False, False, "docker info timed out", how)
-    if result.returncode != 0:
-        return Check("docker engine", "03_containerise", False, False, "client only, no engine answers", how)
-    return Check("docker engine", "03_containerise", True, False, f"engine {result.stdout.strip()}", "")
+    """The client alone is not enough: an engine must answer and the client must build with BuildKit."""
+    from workshop.container import engine_available  # the same verdict notebook 03 acts on
+
+    engine = engine_available()
+    how = "" if engine else ("install Docker (with BuildKit/buildx) and start it; "
+                             "on Debian as root: scripts/docker-engine.sh start")
+    return Check("docker engine", "03_containerise", engine.available, False, engine.reason, how)
 
 
 def _package(name: str) -> Check:
