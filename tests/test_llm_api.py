@@ -83,7 +83,9 @@ def test_greedy_completions_are_deterministic_and_models_differ(make_llm_client)
 def test_sampling_with_temperature_answers(llm_client: TestClient) -> None:
     body = llm_client.post("/completion", json={"messages": user(), "max_new_tokens": 5, "temperature": 0.9,
                                                 "top_p": 0.9}).json()
-    assert body["usage"]["completion_tokens"] == 5
+    # Sampling a random model may pick the end-of-sequence token early.
+    assert 1 <= body["usage"]["completion_tokens"] <= 5
+    assert body["finish_reason"] == ("length" if body["usage"]["completion_tokens"] == 5 else "stop")
 
 
 def test_conversation_with_system_and_assistant_turns(llm_client: TestClient) -> None:
@@ -424,7 +426,7 @@ def test_streaming_sends_token_events_then_the_answer(llm_client: TestClient) ->
     kinds = [kind for kind, _ in events]
     assert kinds[-1] == "done" and set(kinds[:-1]) <= {"token"} and len(kinds) >= 2, kinds
     done = json.loads(events[-1][1])
-    assert done["model"] == MODEL_A and done["usage"]["completion_tokens"] == 9
+    assert done["model"] == MODEL_A and 1 <= done["usage"]["completion_tokens"] <= 9
     streamed = "".join(json.loads(data)["text"] for kind, data in events if kind == "token")
     assert streamed == done["message"]["content"].rstrip("\ufffd")
     assert metric(llm_client, "llm_time_to_first_token_seconds_count") == 1
@@ -490,3 +492,13 @@ def test_unknown_paths_and_methods_use_the_error_shape(llm_client: TestClient) -
     assert llm_client.get("/nope").json()["error"] == "not_found"
     assert llm_client.get("/completion").json()["error"] == "method_not_allowed"
     assert isinstance(httpx.codes(llm_client.delete("/model").status_code), httpx.codes)
+
+
+def test_bodies_too_large_or_not_json_are_refused_before_parsing(make_llm_client) -> None:
+    client = make_llm_client(max_body_bytes=60_000, max_input_chars=8000)
+    big = client.post("/completion", content=b'{"messages": "' + b"x" * 70_000 + b'"}',
+                      headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "LLM_MAX_BODY_BYTES" in big.json()["message"]
+    form = client.post("/completion", content=b"messages=hi", headers={"content-type": "text/plain"})
+    assert form.status_code == 415 and form.json()["error"] == "unsupported_media_type"
+    assert metric(client, "llm_completions_total", outcome="invalid") == 2

@@ -1,5 +1,7 @@
 # ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are redefined as arguments)
-"""Swap under load, against a real uvicorn process: zero failed completions, each answer names its model.
+"""The service as a real uvicorn process: swaps under load, and clients that go away.
+
+Swap under load: zero failed completions, each answer names its model.
 
 While client threads send completions without pause, the model is swapped twice: tiny-a -> tiny-b
 (succeeds), then -> a model without a chat template (fails on purpose). Greedy decoding is
@@ -14,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.llm_fixtures import MODEL_A, MODEL_B, NO_TEMPLATE, forbid_network_env, llm_models_dir  # noqa: F401
@@ -23,15 +26,17 @@ from workshop.process import ManagedProcess, free_port
 PROMPT = [{"role": "user", "content": "Describe a rolling update in one sentence."}]
 
 
-@pytest.fixture
-def llm_service(llm_models_dir: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def llm_service(llm_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One service for the module: the swap test first (it counts from a fresh start), then the others."""
     port = free_port()
     env = {**forbid_network_env(), "LLM_MODELS_DIR": str(llm_models_dir), "LLM_DEFAULT_MODEL": MODEL_A,
-           "LLM_MAX_CONCURRENCY": "2", "LLM_MAX_QUEUE": "16", "LLM_TORCH_THREADS": "1"}
+           "LLM_MAX_CONCURRENCY": "2", "LLM_MAX_QUEUE": "16", "LLM_TORCH_THREADS": "1",
+           "LLM_MAX_NEW_TOKENS_CAP": "480"}
     argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log"]
     process = ManagedProcess("llm-service", argv, env=env, cwd=Path(__file__).resolve().parent.parent,
-                             log_path=tmp_path / "llm.log")
+                             log_path=tmp_path_factory.mktemp("llm-service") / "llm.log")
     with process:
         process.wait_for_http(f"http://127.0.0.1:{port}/ready", timeout=90)
         yield LLMClient(f"http://127.0.0.1:{port}", timeout=60), process
@@ -125,3 +130,31 @@ def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
+def test_a_client_that_goes_away_stops_its_generation(llm_service, stream: bool) -> None:
+    """A generation whose client disconnected stops at its next token and frees its slot: an
+    abandoned request must not hold one of the few generation threads for its full length."""
+    client, _ = llm_service
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 480, "stream": stream}
+    url = f"{client.url}/completion"
+    if stream:
+        with httpx.stream("POST", url, json=body, timeout=30) as response:
+            assert response.status_code == 200, response.read()
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    break  # one token seen: the generation runs; now hang up
+    else:
+        _wait_depth(client, 0)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json=body, timeout=0.3)  # gives up while the model is generating
+    hung_up = time.monotonic()
+    _wait_for(lambda: client.metrics()["llm_queue_depth"] == 0, "the generation to stop", timeout=10)
+    # 480 tokens take 2 s or more on this model; stopping takes a token and a disconnect poll (0.2 s).
+    assert time.monotonic() - hung_up < 1.0
+
+
+def _wait_depth(client: LLMClient, depth: int) -> None:
+    _wait_for(lambda: client.metrics()["llm_queue_depth"] == depth, f"queue depth {depth}")

@@ -161,3 +161,8 @@ def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 21)]
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (10.0, 19.0, 20.0)
     assert percentile([3.0], 95) == 3.0
+
+
+def test_settings_refuse_a_body_limit_that_cannot_hold_the_input_limit() -> None:
+    with pytest.raises(ValidationError, match="LLM_MAX_BODY_BYTES=10000 cannot hold LLM_MAX_INPUT_CHARS=8000"):
+        Settings(max_body_bytes=10_000)

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=32, ge=1, le=1000)
     max_input_chars: int = Field(default=8000, ge=1, description="Total characters of all messages' content.")
     max_input_tokens: int = Field(default=2048, ge=1, description="Prompt tokens after the chat template.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get a 413.")
 
     # Concurrency.
     max_concurrency: int = Field(default=1, ge=1, le=64, description="Generations running at once (threads).")
@@ -71,6 +72,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LLM_DEFAULT_MAX_NEW_TOKENS={self.default_max_new_tokens} is above "
                 f"LLM_MAX_NEW_TOKENS_CAP={self.max_new_tokens_cap}; lower it or raise the cap"
+            )
+        # A JSON string may spend up to 6 bytes on a character (\uXXXX), plus the rest of the body.
+        smallest_full_body = self.max_input_chars * 6 + 200 * self.max_messages + 1024
+        if self.max_body_bytes < smallest_full_body:
+            raise ValueError(
+                f"LLM_MAX_BODY_BYTES={self.max_body_bytes} cannot hold LLM_MAX_INPUT_CHARS={self.max_input_chars} "
+                f"characters in LLM_MAX_MESSAGES={self.max_messages} messages (up to {smallest_full_body} bytes); "
+                "raise it or lower the limits"
             )
         return self
 

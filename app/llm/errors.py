@@ -63,6 +63,16 @@ class OverloadedError(LLMServiceError):
     kind = "overloaded"
 
 
+class PayloadTooLargeError(LLMServiceError):
+    status_code = 413
+    kind = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(LLMServiceError):
+    status_code = 415
+    kind = "unsupported_media_type"
+
+
 class InvalidModelIdError(LLMServiceError):
     """A model_id that is neither a folder under the models directory nor a hub id."""
 
@@ -143,7 +153,7 @@ def install_error_handlers(app: FastAPI, on_invalid: Callable[[Request], None]) 
 
     @app.exception_handler(LLMServiceError)
     async def _domain(request: Request, error: LLMServiceError) -> JSONResponse:
-        if error.status_code == 422:
+        if error.status_code in (413, 415, 422):
             on_invalid(request)
         extra = {"state": error.state} if error.state else {}
         return JSONResponse(

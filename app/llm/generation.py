@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +171,7 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
 
 
 _DONE = object()
+DISCONNECT_POLL_S = 0.2
 
 
 class Generator:
@@ -223,14 +224,27 @@ class Generator:
         future.add_done_callback(self._release)
         return future
 
-    async def complete(self, prompt: Prompt, params: Params) -> Completion:
-        """Generate the whole completion; raises :class:`OverloadedError` at once when the queue is full."""
+    async def complete(self, prompt: Prompt, params: Params,
+                       is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> Completion:
+        """Generate the whole completion; raises :class:`OverloadedError` at once when the queue is full.
+
+        A server does not cancel a plain (not streamed) request whose client went away, so
+        ``is_disconnected`` is polled while the generation runs: once it says so, the generation
+        stops at its next token (``finish_reason`` "cancelled") and frees its thread.
+        """
         cancel = threading.Event()
-        future = self._submit(generate, prompt, params, cancel=cancel, started=time.perf_counter())
+        future = asyncio.wrap_future(
+            self._submit(generate, prompt, params, cancel=cancel, started=time.perf_counter())
+        )
         try:
-            return await asyncio.wrap_future(future)
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return future.result()
+                if is_disconnected is not None and not cancel.is_set() and await is_disconnected():
+                    cancel.set()
         except asyncio.CancelledError:
-            cancel.set()  # the client went away: stop at the next token
+            cancel.set()  # the request's task was cancelled: stop at the next token
             raise
 
     def stream(self, prompt: Prompt, params: Params) -> AsyncIterator[tuple[str, Any]]:

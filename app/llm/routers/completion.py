@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from app.llm.config import Settings
@@ -22,6 +22,8 @@ from app.llm.schemas import CompletionResponse, ErrorResponse, completion_reques
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid messages, or a limit exceeded; `details` say which."},
+    413: {"model": ErrorResponse, "description": "Body larger than LLM_MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "Content type is not application/json."},
     429: {"model": ErrorResponse, "description": "Too many generations running and waiting; see Retry-After."},
     503: {"model": ErrorResponse, "description": "No model serves; `state` says why (Retry-After while LOADING)."},
 }
@@ -61,7 +63,9 @@ def build_router(settings: Settings) -> APIRouter:
                          "description": "JSON, or with `stream: true` events `token` ({text}) then `done` "
                          "(the JSON answer) or `error`."}},
     )
-    async def completion(request: CompletionRequest, serving: ServingDep) -> Any:  # type: ignore[valid-type]
+    async def completion(
+        request: CompletionRequest, serving: ServingDep, http: Request  # type: ignore[valid-type]
+    ) -> Any:
         metrics = serving.metrics
         try:
             model = serving.manager.serving_or_503()
@@ -74,7 +78,7 @@ def build_router(settings: Settings) -> APIRouter:
         try:
             if request.stream:
                 return EventSourceResponse(_events(serving, serving.generator.stream(prompt, params)), ping=15)
-            result = await serving.generator.complete(prompt, params)
+            result = await serving.generator.complete(prompt, params, is_disconnected=http.is_disconnected)
         except OverloadedError:
             metrics.completion("overloaded")
             raise

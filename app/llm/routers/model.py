@@ -47,6 +47,8 @@ async def model(serving: ServingDep) -> dict[str, Any]:
     summary="Swap the model: load it in the background, then serve it (the old one serves meanwhile)",
     responses={
         409: {"model": ErrorResponse, "description": "A load is in progress; wait until /status leaves LOADING."},
+        413: {"model": ErrorResponse, "description": "Body larger than LLM_MAX_BODY_BYTES."},
+        415: {"model": ErrorResponse, "description": "Content type is not application/json."},
         422: {"model": ErrorResponse, "description": "A model_id that is not a folder under LLM_MODELS_DIR nor a hub "
               "id (URLs, path traversal and absolute paths elsewhere are refused)."},
     },
