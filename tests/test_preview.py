@@ -84,6 +84,7 @@ def test_legend_format_substitutes_labels():
     labels = {"__name__": "up", "handler": "/predict", "status": "2xx", "missing": float("nan")}
     assert legend("{{handler}} {{ status }}", labels) == "/predict 2xx"
     assert legend("{{missing}}!", labels) == "!"
+    assert legend("{{handler}} {{missing}}", labels) == "/predict"
     assert legend("", labels) == 'up{handler="/predict", status="2xx"}'
 
 
@@ -194,7 +195,7 @@ def test_preview_draws_the_llm_dashboard_from_a_real_service(tmp_path):
     titles = {panel["title"] for panel in panels(json.loads(dashboard.read_text())) if panel["type"] != "row"}
     assert set(drawn) == titles
     assert [t.get_text() for t in drawn["Lifecycle state"].texts] == ["FAILED: 1"]
-    assert [t.get_text() for t in drawn["Serving model"].texts] == ["tiny-b (float32, local) : 1"]
+    assert [t.get_text() for t in drawn["Serving model"].texts] == ["tiny-b (float32, local): 1"]
     outcomes = {line.get_label() for line in drawn["Completions by outcome"].get_lines()}
     assert "success" in outcomes
     swaps_axes = drawn["Model swaps by outcome (since start)"]

@@ -97,7 +97,8 @@ def legend(fmt: str, labels: Mapping[str, Any]) -> str:
     """Grafana's ``legendFormat``: ``{{label}}`` replaced by the series' label; empty means all labels."""
     present = {k: v for k, v in labels.items() if isinstance(v, str)}
     if fmt and fmt != "__auto":
-        return _LEGEND.sub(lambda m: present.get(m.group(1), ""), fmt)
+        # Stripped: a label that is empty at the end (an unset revision) leaves no dangling space.
+        return _LEGEND.sub(lambda m: present.get(m.group(1), ""), fmt).strip()
     name = present.pop("__name__", "")
     inner = ", ".join(f'{k}="{v}"' for k, v in sorted(present.items()))
     return f"{name}{{{inner}}}" if inner or not name else name
