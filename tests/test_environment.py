@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workshop.container import docker_cli
 from workshop.environment import environment_report, missing_required
 
 
@@ -23,7 +24,12 @@ def test_the_kubernetes_target_needs_a_kubeconfig(monkeypatch, tmp_path):
 
 def test_optional_tools_never_block_and_say_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    report = environment_report("local")
+    monkeypatch.setenv("WORKSHOP_DOCKER", "/nonexistent/docker")  # the engine check also looks outside PATH
+    docker_cli.cache_clear()
+    try:
+        report = environment_report("local")
+    finally:
+        docker_cli.cache_clear()
     for tool in ("prometheus", "wrk", "docker engine"):
         assert report.loc[tool, "status"] == "missing (optional)"
         assert report.loc[tool, "how_to_get"]

@@ -110,6 +110,8 @@ def _run(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str
         )
     except subprocess.TimeoutExpired as error:
         raise ContainerError(f"`docker {' '.join(args)}` did not finish within {timeout:.0f}s") from error
+    except OSError as error:
+        raise EngineUnavailable(f"cannot run {binary} ({error.strerror}): {INSTALL_HINT}") from error
 
 
 def docker(*args: str, timeout: float = 120) -> str:
@@ -145,6 +147,8 @@ def engine_available() -> Engine:
                                 text=True, timeout=30)
     except subprocess.TimeoutExpired:
         return Engine(False, f"the Docker engine did not answer within 30s: is it hung? {ENGINE_HINT}", binary)
+    except OSError as error:
+        return Engine(False, f"cannot run {binary} ({error.strerror}): {INSTALL_HINT}", binary)
     if result.returncode != 0 or not result.stdout.strip():
         lines = result.stderr.strip().splitlines() or ["no answer"]
         detail = next((line for line in lines if "daemon" in line.lower()), lines[-1])
