@@ -590,18 +590,19 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
         emulator, make_target, tools, backend):
     helm_calls = fake_tool(tools, "helm")
     emulator.handler.forward_to = backend[0]
-    target = make_target()
-    deploying = in_background(lambda: target.deploy_wine(timeout=20))
+    deployer = make_target()
+    deploying = in_background(lambda: deployer.deploy_wine(timeout=20))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
-    deploying.result(timeout=20)
-    assert len(target.skipped) == 2
+    deploying.result(timeout=20).stop()
+    assert len(deployer.skipped) == 2 and emulator.stored("servicemonitors", NAMESPACE, "wine") is None
 
     core_api(emulator).create_namespaced_service("monitoring", {
         "metadata": {"name": helm.PROMETHEUS_SERVICE, "namespace": "monitoring"},
         "spec": {"selector": {"app.kubernetes.io/name": "prometheus"}, "ports": [{"port": 9090}]}})
     emulator.handler.monitoring_crds = True  # what installing the chart brings
+    target = make_target()  # another kernel (notebook 05) than the deploy's (notebook 04)
     monitoring = in_background(lambda: target.start_monitoring(hold_overrides={"WineHighErrorRatio": "10s"}))
     eventually(lambda: calls(helm_calls), what="helm")
     time.sleep(0.3)
@@ -725,6 +726,17 @@ def test_a_load_test_with_failures_raises_with_the_result(emulator, make_target,
     with pytest.raises(LoadTestError, match=r"failed \(Locust exit code 1\): 12 of 440 requests failed") as failed:
         running.result(timeout=20)
     assert failed.value.result is not None and failed.value.result.total_failures == 12
+    assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None
+
+
+def test_a_master_that_cannot_pull_its_image_fails_the_run_at_once(emulator, make_target, tmp_path):
+    target = make_target()
+    running = in_background(lambda: target.run_load_test(run_time_s=600, results_dir=tmp_path))
+    eventually(lambda: emulator.stored("jobs", NAMESPACE, "locust-master"), what="the Job")
+    add_pod(emulator, "locust-master-p", {"job-name": "locust-master"}, waiting="ErrImageNeverPull",
+            message='Container image "ml-serving-workshop/wine-locust:latest" is not present')
+    with pytest.raises(ClusterLoadTestError, match=r"(?s)cannot start.*ErrImageNeverPull.*kind load docker-image"):
+        running.result(timeout=15)
     assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None
 
 

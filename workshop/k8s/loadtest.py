@@ -109,11 +109,15 @@ def wait_for_job(cluster, namespace: str, *, timeout: float, interval: float = 2
         finished = {c.type for c in status.conditions or [] if c.status == "True"} & {"Complete", "Failed"}
         if finished or status.succeeded or status.failed:
             return job
-        if time.monotonic() >= deadline:
-            reports = [diagnose.report(cluster.core, namespace, pod).text()
-                       for pod in diagnose.pods_for(cluster.core, namespace, {"job-name": JOB})]
-            raise ClusterLoadTestError(
-                f"The Locust Job {JOB} in {namespace} did not finish within {timeout:.0f} s.\n" + "\n".join(reports))
+        pods = diagnose.pods_for(cluster.core, namespace, {"job-name": JOB})
+        stuck = [pod for pod in pods if diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0])]
+        if stuck or time.monotonic() >= deadline:
+            what = "cannot start" if stuck else f"did not finish within {timeout:.0f} s"
+            reports = [diagnose.report(cluster.core, namespace, pod) for pod in stuck or pods]
+            reasons = [reason for report in reports for reason in report.reasons]
+            raise ClusterLoadTestError("\n".join([
+                f"The Locust Job {JOB} in {namespace} {what}.", *(r.text() for r in reports),
+                *(f"What to do: {hint}" for hint in diagnose.hints(reasons))]))
         time.sleep(interval)
 
 

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from workshop.k8s import diagnose, helm, images, manifests
 from workshop.k8s import loadtest as cluster_loadtest
-from workshop.k8s.apply import apply, apply_all
+from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
 from workshop.k8s.errors import KubernetesTargetError
 from workshop.k8s.portforward import PortForward, wait_for_endpoint
@@ -31,6 +31,7 @@ from workshop.targets import Deployment
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
+SERVICES = (("base", "wine"), ("llm", "llm"))  # manifests folder, Deployment
 IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a pod in the same namespace
 
 
@@ -173,8 +174,8 @@ class KubernetesTarget:
         helm.ensure_namespace(self._cluster.api_client, helm.NAMESPACE)
         helm.ensure_grafana_secret(core, helm.NAMESPACE)
         helm.run_helm(helm.install_command(timeout_s=int(timeout)), timeout=timeout + 60)
-        waiting, self.skipped = self.skipped, []
-        self._apply(waiting)
+        self.skipped = []
+        self._apply(self._monitoring_objects())
         if hold_overrides:
             rule = prometheus_rule_manifest(self.namespace)
             rule["spec"] = prometheus_rules(dict(hold_overrides))
@@ -187,6 +188,23 @@ class KubernetesTarget:
         self.prometheus_forward = PortForward(core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE,
                                               helm.PROMETHEUS_PORT).start()
         return self.prometheus_forward.url
+
+    def _monitoring_objects(self) -> list[manifests.Manifest]:
+        """The ServiceMonitors and PrometheusRules of every service deployed in the namespace.
+
+        Read from the manifests, not only from what this object skipped: the deploy may have run in another
+        kernel (notebook 04) before monitoring is installed from this one (notebook 05).
+        """
+        objects = []
+        for folder, deployment in SERVICES:
+            try:
+                self._cluster.apps.read_namespaced_deployment(deployment, self.namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
+            objects += [m for m in self._render(folder) if m["apiVersion"].startswith(MONITORING_GROUP)]
+        return objects
 
     # --- load tests ----------------------------------------------------------------------------------
 
