@@ -36,6 +36,7 @@ LLM_METRICS = {
     "llm_queue_depth",
 }
 PROMTOOL_HINT = "promtool not found: apt-get install prometheus (Debian/Ubuntu) or brew install prometheus"
+PROMETHEUS_HINT = "prometheus not found: apt-get install prometheus (Debian/Ubuntu) or brew install prometheus"
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +254,49 @@ def test_overridden_rules_are_still_valid(promtool: str, tmp_path: Path):
     rules.write_text(alerts.to_yaml(alerts.prometheus_rules(dict.fromkeys(alerts.ALERT_NAMES, "15s"))))
     result = run_promtool(promtool, "check", "rules", rules)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_llm_alerts_on_real_services(tmp_path: Path):
+    """Two real instances of job llm scraped by a real Prometheus with the generated rules: quiet while a
+    model serves, LLMNoModelServing's condition holds for the instance without a model, and a failed swap
+    fires LLMModelSwapFailed while that instance keeps its model."""
+    if shutil.which("prometheus") is None:
+        pytest.skip(PROMETHEUS_HINT)
+    pytest.importorskip("transformers", reason="the LLM service needs the llm extra: pip install -e '.[llm]'")
+    from workshop.llm_client import LLMClient
+    from workshop.prometheus import alerts as prometheus_alerts
+    from workshop.prometheus import next_scrape, query, wait_for
+    from workshop.targets import LocalTarget
+    from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
+
+    models = tmp_path / "models"
+    build_tiny_chat_model(models / "tiny-a", seed=0, name="tiny-a")
+    build_broken_model(models / "no-template", "no-chat-template")
+    expressions = llm_alerts.LLM_ALERTS.expressions()
+    target = LocalTarget(log_dir=tmp_path / "logs")
+    try:
+        serving = target.deploy_llm(models, default_model="tiny-a", timeout=120)
+        empty = target.deploy_llm(models, default_model="", timeout=120)  # NOT_DEPLOYED, same job
+        url = target.start_monitoring(rule_files=[PROJECT_ROOT / llm_alerts.RULES_FILE])
+        client = LLMClient(serving.url)
+        assert client.complete("Hello", max_new_tokens=4)["model"] == "tiny-a"
+        next_scrape(url, job="llm")
+
+        no_model = query(url, expressions["LLMNoModelServing"])
+        assert list(no_model["instance"]) == [empty.url.removeprefix("http://")]
+        for name in set(expressions) - {"LLMNoModelServing"}:
+            assert query(url, expressions[name]).empty, f"{name} holds while all is well"
+
+        assert client.swap_and_wait("no-template", timeout=60)["state"] == "FAILED"
+
+        def firing(name: str):
+            frame = prometheus_alerts(url)
+            return frame[(frame["name"] == name) & (frame["state"] == "firing")]
+
+        fired = wait_for(lambda: firing("LLMModelSwapFailed"), 30, "LLMModelSwapFailed to fire")
+        assert [labels["job"] for labels in fired["labels"]] == ["llm"]
+        assert client.complete("Still there?", max_new_tokens=4)["model"] == "tiny-a"
+        assert query(url, expressions["LLMServiceDown"]).empty
+    finally:
+        target.teardown()
