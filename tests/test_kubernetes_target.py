@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -49,7 +50,7 @@ from workshop.k8s.errors import (
 )
 from workshop.k8s.rollout import rollout_state
 from workshop.k8s.target import KubernetesTarget
-from workshop.loadtest import AGGREGATED, LoadTestError
+from workshop.loadtest import AGGREGATED, LoadTestError, load_results
 from workshop.process import free_port
 from workshop.targets import get_target
 
@@ -765,3 +766,48 @@ def test_the_master_jobs_shell_prints_the_csv_files_and_the_exit_code(tmp_path):
     assert done.returncode == 1
     assert cluster_loadtest.parse_log(done.stdout, tmp_path / "parsed") == 1
     assert (tmp_path / "parsed" / "locust_stats.csv").read_text() == "stats,2\n", "locust got its arguments"
+
+
+@pytest.mark.slow
+def test_the_master_jobs_command_with_real_locust_gives_the_same_tables(model_dir, tmp_path):
+    """The Job's command and settings, run here: a real Locust master and worker against the real service.
+
+    Proves the parts a cluster would otherwise be needed for: Locust accepts the settings the target
+    writes into the ConfigMap, prints every CSV between the markers, and those parse into the tables of
+    the local target. Ports are free ones (the Job's 5557 is set through LOCUST_MASTER_BIND_PORT).
+    """
+    requires_kubectl()
+    rendered = manifests.render(PROJECT_ROOT / "k8s" / "load_tests")
+    job = manifests.find(rendered, "Job", "locust-master")
+    container = manifests.containers(job)[0]
+    results = tmp_path / "results"
+    results.mkdir()
+    target = get_target("local", log_dir=tmp_path / "logs")
+    try:
+        service = target.deploy_wine(model_dir)
+        port = free_port()
+        values = cluster_loadtest.settings(service.url, users=4, spawn_rate=4, run_time_s=6, workers=1,
+                                           think_time_s=0.05, stop_timeout_s=2)
+        env = {**os.environ, **values, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "LOCUST_LOCUSTFILE": str(PROJECT_ROOT / "k8s" / "load_tests" / "locustfile.py"),
+               "LOCUST_MASTER_BIND_PORT": str(port)}
+        master_args = [arg.replace("/results/", f"{results}/") for arg in container["args"]]
+        script = container["command"][2].replace("/results/", f"{results}/")
+        master = subprocess.Popen(["sh", "-c", script, container["command"][3], *master_args], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        worker = subprocess.Popen(
+            ["locust", "--worker"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**env, "LOCUST_MASTER_NODE_HOST": "127.0.0.1", "LOCUST_MASTER_NODE_PORT": str(port)})
+        try:
+            log, _ = master.communicate(timeout=120)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    finally:
+        target.teardown()
+    code = cluster_loadtest.parse_log(log, tmp_path / "parsed")
+    result = load_results(tmp_path / "parsed", code)
+    assert code == master.returncode == 0, log[-3000:]
+    assert result.total_requests > 0 and result.total_failures == 0
+    assert {"/predict", "/predict/batch", "/health"} <= set(result.endpoints.index)
+    assert (result.history["endpoint"] == AGGREGATED).any()
