@@ -68,7 +68,7 @@ def test_completion_answers_with_the_assistant_message_model_and_token_counts(ll
     usage = body["usage"]
     assert usage["completion_tokens"] == 7 and body["finish_reason"] == "length"  # random weights never stop early
     assert usage["prompt_tokens"] > 5 and usage["total_tokens"] == usage["prompt_tokens"] + 7
-    assert body["generation_seconds"] > 0
+    assert body["generation_seconds"] > 0 and 0 <= body["queued_seconds"] < body["generation_seconds"] + 5
 
 
 def test_greedy_completions_are_deterministic_and_models_differ(make_llm_client) -> None:

@@ -55,7 +55,8 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (end of sequence), "length" (max_new_tokens) or "cancelled"
     seconds: float
-    first_token_seconds: float | None = None
+    first_token_seconds: float | None = None  # from admission (queueing included) to the first token
+    queued_seconds: float = 0.0  # from admission to a thread taking the generation
 
     @property
     def tokens_per_second(self) -> float:
@@ -101,8 +102,8 @@ class _TextStreamer:
     over several byte-level tokens is sent once complete (never a replacement character).
     """
 
-    def __init__(self, model: LoadedModel, emit: Callable[[str], None], started: float) -> None:
-        self.model, self.emit, self.started = model, emit, started
+    def __init__(self, model: LoadedModel, emit: Callable[[str], None]) -> None:
+        self.model, self.emit = model, emit
         self.ids: list[int] = []
         self.sent = ""
         self.prompt_seen = False
@@ -135,11 +136,16 @@ def _eos_ids(model: LoadedModel) -> set[int]:
 
 
 def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None = None,
-             cancel: threading.Event | None = None, started: float | None = None) -> Completion:
-    """Run ``generate`` (blocking: call it from a worker thread) and decode the new tokens."""
+             cancel: threading.Event | None = None, admitted: float | None = None) -> Completion:
+    """Run ``generate`` (blocking: call it from a worker thread) and decode the new tokens.
+
+    ``admitted`` is when the request was let in: the time to first token counts from there, as the
+    client waits from there; the generation time counts from here, so tokens/s measures the model.
+    """
     import torch
 
-    started = time.perf_counter() if started is None else started
+    started = time.perf_counter()
+    admitted = started if admitted is None else admitted
     loaded, cancel = prompt.model, cancel or threading.Event()
     tokenizer, model = loaded.tokenizer, loaded.model
     sampling: dict[str, Any] = (
@@ -166,8 +172,9 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
         finish = "stop"
     else:
         finish = "length" if len(new_ids) >= params.max_new_tokens else "stop"
-    first = streamer.first_token_at - started if streamer and streamer.first_token_at else None
-    return Completion(loaded, text, prompt.tokens, len(new_ids), finish, time.perf_counter() - started, first)
+    first = streamer.first_token_at - admitted if streamer and streamer.first_token_at else None
+    return Completion(loaded, text, prompt.tokens, len(new_ids), finish, time.perf_counter() - started, first,
+                      queued_seconds=started - admitted)
 
 
 _DONE = object()
@@ -234,7 +241,7 @@ class Generator:
         """
         cancel = threading.Event()
         future = asyncio.wrap_future(
-            self._submit(generate, prompt, params, cancel=cancel, started=time.perf_counter())
+            self._submit(generate, prompt, params, cancel=cancel, admitted=time.perf_counter())
         )
         try:
             while True:
@@ -253,14 +260,14 @@ class Generator:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
-        started = time.perf_counter()
+        admitted = time.perf_counter()
 
         def put(item: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        streamer = _TextStreamer(prompt.model, put, started)
-        future = self._submit(generate, prompt, params, streamer=streamer, cancel=cancel, started=started)
+        streamer = _TextStreamer(prompt.model, put)
+        future = self._submit(generate, prompt, params, streamer=streamer, cancel=cancel, admitted=admitted)
         future.add_done_callback(lambda _: put(_DONE))
         return self._events(queue, future, cancel)
 

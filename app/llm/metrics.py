@@ -52,7 +52,9 @@ class LLMMetrics:
         self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens (after the chat template) read.", registry=r)
         self.completion_tokens = Counter("llm_completion_tokens", "Tokens generated.", registry=r)
         self.generation_seconds = Histogram(
-            "llm_generation_seconds", "Time of a whole generation, queueing included.", buckets=GENERATION_BUCKETS,
+            "llm_generation_seconds",
+            "Time of a whole generation, from a thread taking it to its last token (queueing excluded).",
+            buckets=GENERATION_BUCKETS,
             registry=r,
         )
         self.tokens_per_second = Histogram(
@@ -60,7 +62,8 @@ class LLMMetrics:
             buckets=TOKENS_PER_SECOND_BUCKETS, registry=r,
         )
         self.time_to_first_token = Histogram(
-            "llm_time_to_first_token_seconds", "Time from a streaming request's admission to its first token.",
+            "llm_time_to_first_token_seconds",
+            "Time from a streaming request's admission to its first token (queueing included).",
             buckets=TTFT_BUCKETS, registry=r,
         )
         self.load_seconds = Histogram(

@@ -105,7 +105,8 @@ class CompletionResponse(BaseModel):
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "cancelled"]
     usage: Usage
-    generation_seconds: float
+    generation_seconds: float = Field(description="Time the model spent generating.")
+    queued_seconds: float = Field(description="Time the request waited for a generation thread.")
 
 
 class SwapRequest(BaseModel):

@@ -50,6 +50,7 @@ def completion_body(completion: Completion) -> dict[str, Any]:
             "total_tokens": completion.prompt_tokens + completion.completion_tokens,
         },
         "generation_seconds": round(completion.seconds, 6),
+        "queued_seconds": round(completion.queued_seconds, 6),
     }
 
 
