@@ -161,7 +161,7 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
                 stopping_criteria=[_Cancelled(cancel)], **sampling,
             )
     except Exception as error:
-        log.exception("generation failed", extra={"model_id": loaded.model_id})
+        log.exception("generation with %s failed", loaded.model_id, extra={"model_id": loaded.model_id})
         raise GenerationError(f"the model {loaded.model_id!r} failed to generate: {type(error).__name__}") from error
     new_ids = output[0][prompt.tokens:].tolist()
     with loaded.tokenizer_lock:

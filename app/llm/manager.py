@@ -9,6 +9,7 @@ transition, so ``GET /status`` and the metrics always agree.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -57,7 +58,7 @@ class ModelManager:
             snapshot = self.lifecycle.begin_load(model_id)
         except LoadInProgressError as error:
             raise SwapInProgressError(str(error), state=State.LOADING.value) from error
-        log.info("loading model", extra={"model_id": model_id, "source": source.kind})
+        log.info("loading model %s (%s)", model_id, source.kind, extra={"model_id": model_id, "source": source.kind})
         self._thread = threading.Thread(target=self._load, args=(source,), name=f"load:{model_id}", daemon=True)
         self._thread.start()
         return snapshot
@@ -70,6 +71,8 @@ class ModelManager:
             return
         try:
             self.swap(model_id)
+        except SwapInProgressError:
+            log.info("LLM_DEFAULT_MODEL: a load is already in progress (the app started again)")
         except InvalidModelIdError as error:
             log.error("LLM_DEFAULT_MODEL refused: %s", error.message)
             self.lifecycle.begin_load(model_id)
@@ -83,17 +86,23 @@ class ModelManager:
         except ModelLoadError as error:
             self._failed(source, str(error), started)
         except Exception as error:  # a bug or an exotic failure must still end the LOADING state
-            log.exception("model load crashed")
+            log.exception("loading %s crashed", source.model_id)
             self._failed(source, f"cannot load {source.model_id!r}: {type(error).__name__}: {error}", started)
         else:
-            self.metrics.observe_load(time.perf_counter() - started, ok=True)
+            seconds = time.perf_counter() - started
+            self.metrics.observe_load(seconds, ok=True)
             self.lifecycle.succeed(model, source.model_id)
-            log.info("model serving", extra={"model_id": source.model_id, "seconds": time.perf_counter() - started})
+            del model
+            # The replaced model is freed once its last request ends; a model's modules hold reference
+            # cycles, so a collection here gives its memory back instead of at some later collection.
+            gc.collect()
+            log.info("model %s serving (loaded in %.2f s)", source.model_id, seconds,
+                     extra={"model_id": source.model_id, "seconds": seconds})
 
     def _failed(self, source: ModelSource, message: str, started: float) -> None:
         self.metrics.observe_load(time.perf_counter() - started, ok=False)
         self.lifecycle.fail(source.model_id, message)
-        log.error("model load failed: %s", message, extra={"model_id": source.model_id})
+        log.error("loading %s failed: %s", source.model_id, message, extra={"model_id": source.model_id})
 
     def wait(self, timeout: float | None = None) -> Snapshot[LoadedModel]:
         """Wait for the current load to end (for scripts and tests; the API never blocks on it)."""
