@@ -78,12 +78,16 @@ def hub_offline(configured: bool) -> bool:
     return configured or bool(constants.HF_HUB_OFFLINE)
 
 
-def hub_reachable(timeout_s: float) -> str | None:
-    """None when the hub answers at all (any HTTP status), else why not."""
+def hub_reachable(model_id: str, timeout_s: float) -> str | None:
+    """None when the hub answers at all (any HTTP status: a gated model's 401 still means reachable), else why not.
+
+    ``model_id`` has passed the strict hub-id check, so it cannot steer the request elsewhere.
+    """
     from huggingface_hub import constants
 
     try:
-        httpx.head(f"{constants.ENDPOINT.rstrip('/')}/api/models", timeout=timeout_s, follow_redirects=False)
+        httpx.head(f"{constants.ENDPOINT.rstrip('/')}/api/models/{model_id}", timeout=timeout_s,
+                   follow_redirects=False)
     except httpx.HTTPError as error:
         return f"{type(error).__name__}: {error}"
     return None
@@ -104,7 +108,7 @@ def load_model(
     if source.kind == "hub":
         if hub_offline(offline):
             local_only, why = True, "offline mode is on (LLM_HUB_OFFLINE or HF_HUB_OFFLINE)"
-        elif (problem := hub_reachable(hub_timeout_s)) is not None:
+        elif (problem := hub_reachable(source.model_id, hub_timeout_s)) is not None:
             local_only, why = True, f"the model hub is unreachable ({problem})"
     try:
         tokenizer, model = _from_pretrained(source, dtype=dtype, local_only=local_only)
