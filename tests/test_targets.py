@@ -137,6 +137,12 @@ def test_kubernetes_with_a_kubeconfig_without_context_names_the_file(no_cluster_
         get_target("kubernetes", kubeconfig=config)
 
 
+@pytest.mark.parametrize("namespace", ["Wine_Alice", "-wine", "wine-", "a" * 64, ""])
+def test_a_namespace_kubernetes_would_refuse_is_refused_before_connecting(namespace):
+    with pytest.raises(ValueError, match="cannot name a namespace: use at most 63 lower-case letters"):
+        get_target("kubernetes", namespace=namespace)
+
+
 def test_each_service_is_scraped_as_its_own_job():
     """job="wine" for the wine service (as before), job="llm" for the LLM service: what dashboards select on."""
     config = prometheus_config({"wine": ["http://127.0.0.1:8001", "http://127.0.0.1:8002"],

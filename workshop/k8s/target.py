@@ -9,6 +9,7 @@ their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from workshop.targets import Deployment
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label, as the API demands
 SERVICES = (("base", "wine"), ("llm", "llm"))  # manifests folder, Deployment
 IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a pod in the same namespace
 
@@ -74,6 +76,11 @@ class KubernetesTarget:
     prometheus_forward: PortForward | None = None
 
     def __post_init__(self) -> None:
+        if not NAMESPACE_NAME.fullmatch(self.namespace):
+            raise ValueError(
+                f"{self.namespace!r} cannot name a namespace: use at most 63 lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit (e.g. 'wine-alice')."
+            )
         if self.cluster is None:
             self.cluster = connect(self.kubeconfig, self.context)
 
