@@ -238,7 +238,7 @@ def calls(path: Path) -> list[list[str]]:
 
 
 def requires_kubectl() -> None:
-    if manifests.shutil.which("kubectl") is None:
+    if manifests.find_kubectl() is None:
         pytest.skip(f"kubectl is needed to render the kustomizations. {manifests.KUBECTL_HINT}")
 
 

