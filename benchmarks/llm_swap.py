@@ -10,6 +10,12 @@ RUNNING, polled every 5 ms. It reports p50, p95, min and max of that time, and
 the service's own load time (``/model``'s ``load_seconds``) beside it: the
 difference is the HTTP and polling overhead.
 
+With ``--stand-in`` (the default) it also times swaps to a random model of
+SmolLM2-135M's exact shape (135M parameters, 540 MB in float32), built
+locally: load time depends on the size, dtype and format of the weights, not
+on their values, so it stands in for the real model where that cannot be
+downloaded.
+
 Then it tries the real default model (``--hub-model``, SmolLM2-135M-Instruct
 unless told otherwise). Where the hub (or the local hub cache) has it, the
 same figures are reported for swaps from the tiny model to it; where it has
@@ -38,6 +44,8 @@ from workshop.process import ManagedProcess, ProcessError, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_A, TINY_B = "tiny-a", "tiny-b"
+STAND_IN = "smollm2-135m-shape"
+STAND_IN_SWAPS = 10
 DEFAULT_HUB_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 POLL_S = 0.005
 READY_TIMEOUT_S = 120.0
@@ -126,8 +134,9 @@ def start_service(models_dir: Path, log_dir: Path) -> tuple[ManagedProcess, LLMC
     return process, LLMClient(url, timeout=30)
 
 
-def run_benchmark(models_dir: Path | None, swaps: int, hub_model: str | None) -> dict[str, Any]:
-    from workshop.tiny_llm import build_tiny_chat_model
+def run_benchmark(models_dir: Path | None, swaps: int, hub_model: str | None, stand_in: bool = True
+                  ) -> dict[str, Any]:
+    from workshop.tiny_llm import SMOLLM2_135M_SHAPE, build_tiny_chat_model
 
     with tempfile.TemporaryDirectory(prefix="llm-swap-") as scratch:
         scratch_dir = Path(scratch)
@@ -135,9 +144,18 @@ def run_benchmark(models_dir: Path | None, swaps: int, hub_model: str | None) ->
             models_dir = scratch_dir / "models"
             build_tiny_chat_model(models_dir / TINY_A, seed=0, name=TINY_A)
             build_tiny_chat_model(models_dir / TINY_B, seed=1, name=TINY_B)
+            if stand_in:
+                build_tiny_chat_model(models_dir / STAND_IN, name=STAND_IN, shape=SMOLLM2_135M_SHAPE)
+        elif stand_in and not (models_dir / STAND_IN).is_dir():
+            raise BenchmarkError(f"no {STAND_IN}/ in {models_dir}: build it with workshop.tiny_llm."
+                                 "build_tiny_chat_model(folder, shape=SMOLLM2_135M_SHAPE), or pass --no-stand-in")
         process, client = start_service(models_dir.resolve(), scratch_dir)
         try:
             results: dict[str, Any] = {"swaps": swaps, "tiny": asdict(tiny_swaps(client, swaps))}
+            timed_swap(client, TINY_A, 60.0)
+            if stand_in:
+                stand_in_figures = swap_between(client, TINY_A, STAND_IN, min(swaps, STAND_IN_SWAPS), 600.0)
+                results["stand_in"] = {**asdict(stand_in_figures), "model": f"{STAND_IN} (random weights)"}
             if hub_model:
                 results["hub"] = hub_swaps(client, hub_model, max(1, min(swaps, 5)))
             return results
@@ -165,7 +183,7 @@ def format_report(results: dict[str, Any]) -> str:
              f"{POLL_S * 1000:.0f} ms; {os.cpu_count()} CPUs)", ""]
     header = f"{'model':<40} {'swaps':>5} {'p50 s':>8} {'p95 s':>8} {'min s':>8} {'max s':>8} {'service p50 s':>14}"
     lines += [header, "-" * len(header)]
-    rows = [results["tiny"]]
+    rows = [results["tiny"], *([results["stand_in"]] if "stand_in" in results else [])]
     hub = results.get("hub")
     if hub and hub.get("available"):
         rows.append(hub)
@@ -188,6 +206,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "them in a temporary folder)")
     parser.add_argument("--hub-model", default=DEFAULT_HUB_MODEL,
                         help="the real model to time as well; empty to skip (default: %(default)s)")
+    parser.add_argument("--no-stand-in", dest="stand_in", action="store_false",
+                        help="skip the random model of SmolLM2-135M's shape (building it takes ~10 s and 540 MB)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.swaps < 1:
@@ -198,7 +218,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        results = run_benchmark(args.models_dir, args.swaps, args.hub_model or None)
+        results = run_benchmark(args.models_dir, args.swaps, args.hub_model or None, args.stand_in)
     except (BenchmarkError, ProcessError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2

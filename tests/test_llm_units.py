@@ -175,3 +175,17 @@ def test_the_tiny_model_command_line_builds_a_broken_folder(tmp_path: Path, caps
     assert capsys.readouterr().out.strip() == str(tmp_path / "broken")
     assert (tmp_path / "broken" / "model.safetensors").read_bytes() == b"this is not a safetensors file"
     assert json.loads((tmp_path / "broken" / "config.json").read_text())["tiny_model_name"] == "broken-corrupt-weights"
+
+
+def test_a_shape_override_builds_a_stand_in_of_another_size(tmp_path: Path) -> None:
+    from workshop.tiny_llm import SMOLLM2_135M_SHAPE, build_tiny_chat_model
+
+    build_tiny_chat_model(tmp_path / "m", shape={"num_hidden_layers": 1, "vocab_size": 4096})
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["vocab_size"]) == (1, 4096)
+    # The stand-in of the default model has its published shape: 135M parameters.
+    s = SMOLLM2_135M_SHAPE
+    attention = s["hidden_size"] * s["head_dim"] * (2 * s["num_attention_heads"] + 2 * s["num_key_value_heads"])
+    layer = attention + 3 * s["hidden_size"] * s["intermediate_size"] + 2 * s["hidden_size"]
+    parameters = s["vocab_size"] * s["hidden_size"] + s["num_hidden_layers"] * layer + s["hidden_size"]
+    assert 134e6 < parameters < 136e6

@@ -47,6 +47,12 @@ A startup probe gives a slow model time to load before liveness is checked.
 Latency is the time a request takes; throughput is how many requests are served per second.
 """
 
+# SmolLM2-135M-Instruct's shape (its config.json): 135M parameters, 540 MB in float32.
+SMOLLM2_135M_SHAPE = {
+    "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192, "head_dim": 64,
+}
+
 BrokenKind = Literal["no-chat-template", "corrupt-weights"]
 BROKEN_KINDS: tuple[BrokenKind, ...] = ("no-chat-template", "corrupt-weights")
 
@@ -78,12 +84,16 @@ def build_tiny_chat_model(
     name: str = "tiny-chat",
     hidden_size: int = 128,
     layers: int = 4,
+    shape: dict[str, int] | None = None,
 ) -> Path:
     """Write a tokenizer (with a chat template) and a random ~1M-parameter Llama into ``folder``.
 
     Deterministic: the same arguments give the same weights. Different seeds give different
     models, which is how the swap tests tell two models apart. ``name`` is recorded in the
     config (``name_or_path`` is overwritten on load, so it goes in ``tiny_model_name``).
+
+    ``shape`` overrides Llama config fields (e.g. :data:`SMOLLM2_135M_SHAPE`) to build a random
+    stand-in of a real model's size, for timing loads where the real model cannot be downloaded.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -99,6 +109,8 @@ def build_tiny_chat_model(
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    for key, value in (shape or {}).items():
+        setattr(config, key, value)
     config.tiny_model_name = name
     generator_state = torch.random.get_rng_state()
     try:
