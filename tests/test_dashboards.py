@@ -51,7 +51,7 @@ LLM_TOPICS = {
     "serving model": {"llm_model_info"},
     "completions by outcome": {"llm_completions_total"},
     "tokens per second in": {"llm_prompt_tokens_total", "llm_completion_tokens_total"},
-    "generation latency": {"llm_generation_seconds_bucket"},
+    "generation latency": {"llm_generation_seconds_bucket", "http_request_duration_seconds_bucket"},
     "generation speed": {"llm_tokens_per_second_bucket"},
     "time to first token": {"llm_time_to_first_token_seconds_bucket"},
     "queue depth": {"llm_queue_depth"},
@@ -440,8 +440,12 @@ def test_llm_state_and_model_are_stats_naming_the_state_and_model(llm: dict) -> 
 
 def test_llm_generation_latency_draws_the_alert_threshold(llm: dict) -> None:
     panel = panel_by_topic(llm, "generation latency")
-    exprs = [t["expr"] for t in panel["targets"]]
-    assert [re.match(r"histogram_quantile\(([0-9.]+),", e).group(1) for e in exprs] == ["0.5", "0.95", "0.99"]
+    *generation, request = [t["expr"] for t in panel["targets"]]
+    assert [re.match(r"histogram_quantile\(([0-9.]+),", e).group(1) for e in generation] == ["0.5", "0.95", "0.99"]
+    assert all("llm_generation_seconds_bucket{" in expr for expr in generation)
+    # What the client waits, queueing included, for comparison.
+    assert request.startswith("histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{")
+    assert 'handler="/completion"' in request
     assert panel["fieldConfig"]["defaults"]["unit"] == "s"
     steps = [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert llm_alerts.GENERATION_P95_SECONDS in steps

@@ -125,8 +125,9 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
                 "Tokens per second (llm_tokens_per_second) fallen: the CPU is saturated or throttled (compare "
                 "process_cpu_seconds_total with the CPU limit and the thread settings) or a larger model was "
                 "swapped in (llm_model_info). Tokens per second steady: answers got longer "
-                "(llm_completion_tokens_total); lower LLM_MAX_NEW_TOKENS_CAP. A deep queue (llm_queue_depth) "
-                "means more requests than capacity: add replicas."
+                "(llm_completion_tokens_total); lower LLM_MAX_NEW_TOKENS_CAP. Waiting for a free generation "
+                "thread is not in this figure: it shows in llm_queue_depth, in the HTTP latency of /completion "
+                "and in LLMOverloaded."
             ),
         ),
         AlertRule(

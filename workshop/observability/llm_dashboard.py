@@ -159,20 +159,29 @@ def tokens_panel() -> PanelBuilder:
 
 
 def generation_latency_panel() -> PanelBuilder:
-    """What users wait for: the whole generation, with the alert's threshold drawn."""
+    """How long generating takes, and how long users wait: the gap between the two is the queue."""
+    request = rate("http_request_duration_seconds_bucket", 'handler="/completion"')
     return dashed_thresholds(
         timeseries_panel(
             "Generation latency p50 / p95 / p99",
-            "Time to answer a completion request, from its admission to its last token: the wait for a "
-            "generation slot, the prompt processing and every new token (llm_generation_seconds histogram), "
-            f"as percentiles. The dashed line is the alert threshold on p95 ({GENERATION_P95_SECONDS:g} s). "
-            "It grows with max_new_tokens and with the model size, and with the queue when generations share "
-            "the CPU: compare with tokens per second and queue depth before blaming the model.",
+            "Time to generate a whole answer, from a generation thread taking the request to its last token "
+            "(llm_generation_seconds histogram; prompt processing included, waiting for a free thread "
+            "excluded), as percentiles; and the p95 of the whole POST /completion as the client sees it "
+            "(HTTP, waiting included). A gap between the two p95 lines is time spent queueing (see queue "
+            f"depth). The dashed line is the alert threshold on the generation p95 ({GENERATION_P95_SECONDS:g} s). "
+            "Generation time grows with max_new_tokens and the model size, and drops in speed when the CPU "
+            "is throttled: compare with tokens per second before blaming the model.",
             "s",
         ).min(0),
         "green",
         (GENERATION_P95_SECONDS, "red"),
-    ).targets(_quantiles("llm_generation_seconds_bucket", QUANTILES))
+    ).targets(
+        [
+            *_quantiles("llm_generation_seconds_bucket", QUANTILES),
+            query(f"histogram_quantile(0.95, sum by (le) ({request}))", "p95 whole request (queueing included)",
+                  "D"),
+        ]
+    )
 
 
 def tokens_per_second_panel() -> PanelBuilder:
