@@ -514,3 +514,23 @@ def test_a_replaced_model_is_freed_once_its_requests_end(llm_client: TestClient)
     llm_client.post("/model", json={"model_id": MODEL_B})
     assert wait_loaded(llm_client.app)["serving_model_id"] == MODEL_B
     assert old() is None, "the replaced model is still referenced: its memory would never come back"
+
+
+def test_a_chat_template_that_cannot_render_fails_the_swap(llm_client: TestClient, llm_models_dir: Path) -> None:
+    import shutil
+
+    folder = llm_models_dir / "template-raises"
+    if not folder.exists():
+        shutil.copytree(llm_models_dir / MODEL_A, folder)
+        (folder / "chat_template.jinja").write_text("{{ raise_exception('a system message is required') }}")
+    llm_client.post("/model", json={"model_id": folder.name})
+    status = wait_loaded(llm_client.app)
+    assert status["state"] == "FAILED" and status["serving_model_id"] == MODEL_A
+    message = status["last_error"]["message"]
+    assert "chat template cannot render a one-message conversation" in message
+    assert "a system message is required" in message
+
+
+def test_the_load_includes_a_warm_up_generation(llm_client: TestClient) -> None:
+    model = llm_client.get("/model").json()
+    assert 0 < model["warmup_seconds"] <= model["load_seconds"]

@@ -145,7 +145,8 @@ class ModelResponse(BaseModel):
     max_positions: int | None
     architecture: str
     loaded_at: str
-    load_seconds: float
+    load_seconds: float = Field(description="Loading and the warm-up generation, in seconds.")
+    warmup_seconds: float = Field(description="The one-token test generation at the end of the load.")
 
 
 class ErrorDetail(BaseModel):
