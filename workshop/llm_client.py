@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -43,11 +43,31 @@ class StateTimeoutError(TimeoutError):
 
 @dataclass
 class LLMClient:
+    """One client per service; its connections are kept and reused (safe to share between threads)."""
+
     url: str
     timeout: float = 60.0
+    _http: httpx.Client | None = field(default=None, init=False, repr=False)
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url.rstrip('/')}{path}", timeout=self.timeout, **kwargs)
+        return self.http.request(method, path, **kwargs)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -66,7 +86,7 @@ class LLMClient:
         """Yield the server-sent events of a streamed completion: ``{"event": "token", "text": ...}``
         for each piece, then ``{"event": "done", **answer}`` (or ``{"event": "error", **error}``)."""
         body = {**self._body(messages, options), "stream": True}
-        with httpx.stream("POST", f"{self.url.rstrip('/')}/completion", json=body, timeout=self.timeout) as response:
+        with self.http.stream("POST", "/completion", json=body) as response:
             if response.is_error:
                 response.read()
                 self._json(response)
