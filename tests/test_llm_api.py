@@ -534,3 +534,28 @@ def test_a_chat_template_that_cannot_render_fails_the_swap(llm_client: TestClien
 def test_the_load_includes_a_warm_up_generation(llm_client: TestClient) -> None:
     model = llm_client.get("/model").json()
     assert 0 < model["warmup_seconds"] <= model["load_seconds"]
+
+
+def test_a_model_folder_cannot_run_its_own_code(llm_client: TestClient, llm_models_dir: Path, tmp_path: Path) -> None:
+    """A folder whose config points at its own Python (``auto_map``) never gets that code run."""
+    import json
+    import shutil
+
+    marker = tmp_path / "code-ran"
+    folder = llm_models_dir / f"remote-code-{tmp_path.name}"
+    shutil.copytree(llm_models_dir / MODEL_A, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    code = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    (folder / "evil.py").write_text(code + "from transformers import LlamaConfig as EvilConfig, "
+                                    "LlamaForCausalLM as EvilModel\n")
+    try:
+        llm_client.post("/model", json={"model_id": folder.name})
+        status = wait_loaded(llm_client.app)
+        assert not marker.exists(), "the model folder's own Python ran"
+        # transformers ignores auto_map without trust_remote_code: the built-in Llama class serves it.
+        assert status["state"] == "RUNNING", status
+        assert llm_client.get("/model").json()["architecture"] == "LlamaForCausalLM"
+    finally:
+        shutil.rmtree(folder)
