@@ -52,7 +52,7 @@ from workshop.k8s.rollout import rollout_state
 from workshop.k8s.target import KubernetesTarget
 from workshop.loadtest import AGGREGATED, LoadTestError, load_results
 from workshop.process import free_port
-from workshop.targets import get_target
+from workshop.targets import RolloutFailedError, get_target
 
 NAMESPACE = "learner-7"
 WINE_LABELS = {"app.kubernetes.io/name": "wine", "app.kubernetes.io/component": "api"}
@@ -811,3 +811,79 @@ def test_the_master_jobs_command_with_real_locust_gives_the_same_tables(model_di
     assert result.total_requests > 0 and result.total_failures == 0
     assert {"/predict", "/predict/batch", "/health"} <= set(result.endpoints.index)
     assert (result.history["endpoint"] == AGGREGATED).any()
+
+
+# --- scaling and rolling updates ---------------------------------------------------------------------
+
+def _deployed_wine(emulator: Emulator, target: KubernetesTarget, backend) -> None:
+    emulator.handler.forward_to = backend[0]
+    deploying = in_background(lambda: target.deploy_wine(timeout=20))
+    eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
+    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    deploying.result(timeout=20)
+
+
+def _wine_env(emulator: Emulator) -> dict[str, str]:
+    deployment = emulator.stored("deployments", NAMESPACE, "wine")
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_scaling_raises_the_autoscalers_minimum_and_waits_for_the_pods(emulator, make_target, backend):
+    target = make_target()
+    _deployed_wine(emulator, target, backend)
+    scaling = in_background(lambda: target.scale("wine", 6, timeout=20))
+    hpa = eventually(lambda: (h := emulator.stored("horizontalpodautoscalers", NAMESPACE, "wine"))
+                     and h["spec"]["minReplicas"] == 6 and h, what="the HPA's new minimum")
+    assert hpa["spec"]["maxReplicas"] == 6, "the maximum follows a minimum above it"
+    time.sleep(0.3)
+    assert not scaling.done(), "the Deployment still asks for 2 replicas: the HPA has not acted yet"
+    apps_api(emulator).patch_namespaced_deployment(NAMESPACE and "wine", NAMESPACE, {"spec": {"replicas": 6}})
+    set_rollout(emulator, "wine", replicas=6, updated=6, available=6)
+    assert scaling.result(timeout=20) == 6
+    with pytest.raises(ValueError, match="at least 1"):
+        target.scale("wine", 0)
+
+
+def test_a_rollout_whose_pods_never_get_ready_is_undone_and_reported(emulator, make_target, backend):
+    target = make_target()
+    _deployed_wine(emulator, target, backend)
+    # The emulator keeps metadata.generation still, so the controller's view is set first: one new pod surging,
+    # never ready (maxUnavailable 0 keeps both old pods available).
+    add_pod(emulator, "wine-new", WINE_LABELS, ready=False)
+    add_event(emulator, "wine-new", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+    set_rollout(emulator, "wine", replicas=3, updated=1, available=2)
+    rolling = in_background(lambda: target.roll_out("wine", model_dir="/srv/no-model", timeout=1.5))
+
+    def applied_envs() -> list[dict]:
+        bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine") if "/status" not in str(r.url)]
+        return [{e["name"]: e.get("value") for e in b["spec"]["template"]["spec"]["containers"][0]["env"]}
+                for b in bodies]
+
+    # Server-side apply removes what the same field manager no longer applies (the emulator only merges, so
+    # the request is what is checked): the third apply is the first one's settings again.
+    eventually(lambda: len(applied_envs()) == 3, what="the previous settings applied again")
+    first, rolled, undone = applied_envs()
+    assert rolled["WINE_MODEL_DIR"] == "/srv/no-model" and undone == first and "WINE_MODEL_DIR" not in undone
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    with pytest.raises(RolloutError) as failed:
+        rolling.result(timeout=20)
+    message = str(failed.value)
+    assert isinstance(failed.value, RolloutFailedError), "notebooks catch one type on either target"
+    assert "Readiness probe failed" in message and "Rolled back to the previous settings" in message
+    assert "WINE_MODEL_DIR" not in target.deployments[0].env, "the target remembers the settings that serve"
+
+
+def test_a_successful_rollout_keeps_the_new_settings(emulator, make_target, backend):
+    target = make_target()
+    _deployed_wine(emulator, target, backend)
+    set_rollout(emulator, "wine", replicas=3, updated=1, available=2)
+    rolling = in_background(lambda: target.roll_out("wine", log_level="DEBUG", timeout=20))
+    eventually(lambda: _wine_env(emulator).get("WINE_LOG_LEVEL") == "DEBUG", what="the new settings")
+    time.sleep(0.3)
+    assert not rolling.done(), "one new pod of two is not a finished rollout"
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    deployment = rolling.result(timeout=20)
+    assert deployment.env["WINE_LOG_LEVEL"] == "DEBUG"
+    with pytest.raises(Exception, match="deploy_llm"):
+        target.roll_out("llm", default_model="x")

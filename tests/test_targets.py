@@ -14,7 +14,7 @@ import yaml
 from workshop.client import ServiceError, WineClient, metrics_frame
 from workshop.process import ProcessError, free_port
 from workshop.prometheus import INSTALL_HINT, prometheus_config, query
-from workshop.targets import TargetUnavailableError, get_target
+from workshop.targets import RolloutFailedError, TargetUnavailableError, get_target
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +195,52 @@ def test_the_llm_service_with_a_default_model_is_ready_and_scraped_as_job_llm(mo
 def test_a_load_test_needs_a_service_to_aim_at():
     with pytest.raises(ValueError, match=r"deploy_wine\(\) first, or pass host="):
         get_target("local").run_load_test()
+
+
+def test_scaling_runs_one_ready_process_per_replica_and_back(model_dir):
+    target = get_target("local")
+    try:
+        first = target.deploy_wine(model_dir)
+        assert target.scale("wine", 3) == 3
+        urls = [replica.url for replica in target.replicas("wine")]
+        assert urls[0] == first.url and len(set(urls)) == 3
+        assert all(WineClient(url).ready() for url in urls)
+        assert target.scrape_targets() == {"wine": urls}, "Prometheus scrapes every replica"
+        assert target.scale("wine", 1) == 1
+        assert [replica.url for replica in target.replicas("wine")] == [first.url]
+        with pytest.raises(ValueError, match="at least 1"):
+            target.scale("wine", 0)
+        with pytest.raises(ValueError, match="deploy it first"):
+            target.scale("llm", 2)
+    finally:
+        target.teardown()
+
+
+def test_a_rollout_whose_replica_never_gets_ready_leaves_the_old_one_serving(model_dir, tmp_path):
+    target = get_target("local")
+    try:
+        service = target.deploy_wine(model_dir, max_batch_size="50")
+        old_url = service.url
+        with pytest.raises(RolloutFailedError) as failed:
+            target.roll_out("wine", model_dir=str(tmp_path / "no-model"), timeout=5)
+        message = str(failed.value)
+        assert "never became ready" in message and "HTTP 503" in message and "old replicas keep serving" in message
+        assert service.url == old_url and service.running
+        assert WineClient(service.url).predict(WINE)["quality"] > 0
+        assert len(target.replicas("wine")) == 1, "the failed replica is stopped"
+        assert service.env["WINE_MODEL_DIR"] == str(model_dir.resolve())
+    finally:
+        target.teardown()
+
+
+def test_a_successful_rollout_replaces_the_replica_with_the_new_settings(model_dir):
+    target = get_target("local")
+    try:
+        service = target.deploy_wine(model_dir)
+        old_process = service.process
+        [url] = target.roll_out("wine", max_batch_size="2", timeout=30)
+        assert url == service.url and not old_process.running
+        too_many = WineClient(url).post_raw("/predict/batch", json.dumps({"instances": [WINE] * 3}))
+        assert too_many.status_code == 422 and service.env["WINE_MAX_BATCH_SIZE"] == "2"
+    finally:
+        target.teardown()

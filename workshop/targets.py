@@ -18,16 +18,22 @@ from typing import Protocol
 import yaml
 
 from workshop.loadtest import LoadTestResult, run_load_test
-from workshop.observability.alerts import prometheus_rules
+from workshop.observability.alerts import workshop_rules
 from workshop.paths import project_root
-from workshop.process import ManagedProcess, free_port
+from workshop.process import ManagedProcess, ProcessError, free_port
 from workshop.prometheus import LocalPrometheus
 
 TARGETS = ("local", "kubernetes")
+SERVICE_APPS = {"wine": "app.wine.api:app", "llm": "app.llm.api:app"}
+SERVICE_ENV_PREFIX = {"wine": "WINE_", "llm": "LLM_"}
 
 
 class TargetUnavailableError(RuntimeError):
     """The chosen target cannot be used here; the message says what to do instead."""
+
+
+class RolloutFailedError(RuntimeError):
+    """New replicas never became ready; the old ones keep serving. The message says what the new ones reported."""
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Deployment:
     name: str
     url: str
     process: ManagedProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the service's settings, as environment variables
 
     @property
     def running(self) -> bool:
@@ -85,23 +92,71 @@ class LocalTarget:
 
         ``settings`` are extra service settings by field name, e.g. ``max_batch_size="100"``.
         """
-        port = port or free_port()
         env = {"WINE_MODEL_DIR": str(Path(model_dir).resolve())}
         env.update({f"WINE_{key.upper()}": str(value) for key, value in settings.items()})
-        argv = [sys.executable, "-m", "uvicorn", "app.wine.api:app", "--host", "127.0.0.1", "--port", str(port),
+        return self._start("wine", env, port=port, ready_path="/ready" if wait_ready else "/health", timeout=timeout)
+
+    def _start(self, name: str, env: Mapping[str, str], *, port: int = 0, ready_path: str, timeout: float,
+               track: bool = True) -> Deployment:
+        """One replica of service ``name`` (``wine`` or ``llm``) as a uvicorn process, once ``ready_path`` is 200."""
+        port = port or free_port()
+        argv = [sys.executable, "-m", "uvicorn", SERVICE_APPS[name], "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log"]
-        log_path = (self.log_dir / f"wine-{port}.log") if self.log_dir else None
-        process = ManagedProcess("wine-service", argv, env=env, cwd=project_root(), log_path=log_path).start()
-        url = f"http://127.0.0.1:{port}"
-        deployment = Deployment("wine", url, process)
-        self.deployments.append(deployment)
+        log_path = (self.log_dir / f"{name}-{port}.log") if self.log_dir else None
+        process = ManagedProcess(f"{name}-service", argv, env=dict(env), cwd=project_root(), log_path=log_path).start()
+        deployment = Deployment(name, f"http://127.0.0.1:{port}", process, dict(env))
+        if track:
+            self.deployments.append(deployment)
         try:
-            process.wait_for_http(f"{url}/{'ready' if wait_ready else 'health'}", timeout=timeout)
+            process.wait_for_http(f"{deployment.url}{ready_path}", timeout=timeout)
         except BaseException:
             process.stop()
             raise
         self._update_scraping()
         return deployment
+
+    def replicas(self, name: str) -> list[Deployment]:
+        """The running replicas of service ``name``."""
+        return [d for d in self.deployments if d.name == name and d.running]
+
+    def scale(self, name: str, replicas: int, *, timeout: float = 60.0) -> int:
+        """Run ``replicas`` copies of service ``name`` (one process each, on its own port); return how many run.
+
+        Locally nothing balances requests across them (on a cluster the Service does); Prometheus scrapes them all,
+        and :meth:`replicas` lists them with their URLs.
+        """
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1 (teardown() stops everything)")
+        current = self.replicas(name)
+        if not current:
+            raise ValueError(f"no {name} service deployed by this target: deploy it first")
+        while len(current) < replicas:
+            current.append(self._start(name, current[0].env, ready_path="/ready", timeout=timeout))
+        for extra in current[replicas:]:
+            extra.stop()
+            self.deployments.remove(extra)
+        self._update_scraping()
+        return len(self.replicas(name))
+
+    def roll_out(self, name: str = "wine", *, timeout: float = 30.0, **settings: str) -> list[str]:
+        """Change settings of service ``name`` the way a rolling update does: new replica first, old one after.
+
+        Each replica is replaced by a new process with the new settings; the old one stops only once the new one
+        answers /ready. If a new one never does, it is stopped, the remaining old replicas keep serving, and
+        :class:`RolloutFailedError` says what its /ready answered. Returns the replicas' URLs.
+        """
+        changes = {f"{SERVICE_ENV_PREFIX[name]}{key.upper()}": str(value) for key, value in settings.items()}
+        for old in self.replicas(name):
+            try:
+                new = self._start(name, {**old.env, **changes}, ready_path="/ready", timeout=timeout, track=False)
+            except ProcessError as error:
+                raise RolloutFailedError(
+                    f"rollout of {name} stopped: a new replica with {changes} never became ready within "
+                    f"{timeout:.0f} s; the old replicas keep serving.\n{error}") from None
+            old.stop()
+            old.url, old.process, old.env = new.url, new.process, new.env
+        self._update_scraping()
+        return [d.url for d in self.replicas(name)]
 
     def deploy_llm(
         self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
@@ -114,25 +169,12 @@ class LocalTarget:
         with no model, not with its built-in default, which would need the model hub). ``settings`` are further
         service settings by field name, as ``LLM_<NAME>`` variables.
         """
-        port = port or free_port()
         env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
         if models_dir is not None:
             env["LLM_MODELS_DIR"] = str(Path(models_dir).resolve())
         env["LLM_DEFAULT_MODEL"] = default_model or ""  # none: start without a model, deploy one with POST /model
-        argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
-                "--no-access-log"]
-        log_path = (self.log_dir / f"llm-{port}.log") if self.log_dir else None
-        process = ManagedProcess("llm-service", argv, env=env, cwd=project_root(), log_path=log_path).start()
-        url = f"http://127.0.0.1:{port}"
-        deployment = Deployment("llm", url, process)
-        self.deployments.append(deployment)
-        try:
-            process.wait_for_http(f"{url}/{'ready' if default_model else 'health'}", timeout=timeout)
-        except BaseException:
-            process.stop()
-            raise
-        self._update_scraping()
-        return deployment
+        return self._start("llm", env, port=port, ready_path="/ready" if default_model else "/health",
+                           timeout=timeout)
 
     def run_load_test(self, host: str | None = None, *args: object, **kwargs: object) -> LoadTestResult:
         """Locust against ``host`` (default: the wine service deployed last); see :func:`run_load_test`.
@@ -177,8 +219,8 @@ class LocalTarget:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="wine-monitoring-", dir=self.log_dir))
         if rule_files is None:
-            rules = workdir / "wine-alerts.rules.yml"
-            rules.write_text(yaml.safe_dump(prometheus_rules(dict(hold_overrides or {})), sort_keys=False))
+            rules = workdir / "workshop-alerts.rules.yml"  # the wine and LLM services' rules
+            rules.write_text(yaml.safe_dump(workshop_rules(dict(hold_overrides or {})), sort_keys=False))
             rule_files = [rules]
         elif hold_overrides:
             raise ValueError("hold_overrides applies to the workshop's rules; pass it without rule_files")

@@ -6,6 +6,8 @@ message; the attributes carry the details a test or a caller needs without parsi
 
 from __future__ import annotations
 
+from workshop.targets import RolloutFailedError  # the type notebooks catch on either target
+
 
 class KubernetesTargetError(RuntimeError):
     """Something on the kubernetes target failed; the message says what to do."""
@@ -27,7 +29,7 @@ class ImageLoadError(KubernetesTargetError):
     """The image could not be put into the cluster (no minikube/kind, or their load command failed)."""
 
 
-class RolloutError(KubernetesTargetError):
+class RolloutError(KubernetesTargetError, RolloutFailedError):
     """A Deployment did not become available; ``pods`` holds what each pod reported."""
 
     def __init__(self, message: str, *, deployment: str, reasons: list[str] | None = None,

@@ -16,13 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from workshop.k8s import diagnose, helm, images, manifests
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
-from workshop.k8s.errors import KubernetesTargetError
+from workshop.k8s.errors import KubernetesTargetError, RolloutError
 from workshop.k8s.portforward import PortForward, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
@@ -72,6 +73,7 @@ class KubernetesTarget:
     cluster: Cluster | None = None
     name: str = "kubernetes"
     deployments: list[KubernetesDeployment] = field(default_factory=list)
+    _specs: dict[str, tuple[str, str | None, dict[str, str]]] = field(default_factory=dict, repr=False)
     skipped: list[manifests.Manifest] = field(default_factory=list)
     prometheus_forward: PortForward | None = None
 
@@ -109,11 +111,8 @@ class KubernetesTarget:
     def _deploy(self, folder: str, name: str, *, image: str | None, env: Mapping[str, str], wait_ready: bool,
                 timeout: float, local_port: int = 0) -> KubernetesDeployment:
         objects = self._render(folder)
-        deployment = manifests.find(objects, "Deployment", name)
-        for container in manifests.containers(deployment)[:1]:
-            if image:
-                container["image"] = image
-            manifests.set_env(container, env)
+        deployment = self._with_settings(objects, name, image, env)
+        self._specs[name] = (folder, image, dict(env))
         self.prepare_namespace()
         if self.load_image:
             images.load_image(manifests.containers(deployment)[0]["image"], self._cluster.context)
@@ -125,9 +124,86 @@ class KubernetesTarget:
             url = forward.url
         else:
             forward, url = None, ""
-        result = KubernetesDeployment(name, url, None, target=self, forward=forward)
+        result = KubernetesDeployment(name, url, None, dict(env), target=self, forward=forward)
         self.deployments.append(result)
         return result
+
+    @staticmethod
+    def _with_settings(objects: list[manifests.Manifest], name: str, image: str | None,
+                       env: Mapping[str, str]) -> manifests.Manifest:
+        """The Deployment ``name`` of ``objects``, changed in place: its first container's image and variables."""
+        deployment = manifests.find(objects, "Deployment", name)
+        for container in manifests.containers(deployment)[:1]:
+            if image:
+                container["image"] = image
+            manifests.set_env(container, env)
+        return deployment
+
+    def _spec(self, name: str) -> tuple[str, str | None, dict[str, str]]:
+        if name not in self._specs:
+            raise KubernetesTargetError(f"{name} was not deployed by this target: call deploy_{name}() first.")
+        return self._specs[name]
+
+    def scale(self, name: str, replicas: int, *, timeout: float = 300.0) -> int:
+        """Run at least ``replicas`` pods of Deployment ``name``; return how many are available.
+
+        When a HorizontalPodAutoscaler owns the Deployment's replica count (the wine service has one), scaling the
+        Deployment by hand would be undone within seconds, so the HPA's minimum is raised (and its maximum if
+        needed) instead; without one the Deployment's scale is set.
+        """
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1 (teardown() deletes everything)")
+        self._spec(name)
+        autoscaling = client.AutoscalingV2Api(self._cluster.api_client)
+        try:
+            hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self._cluster.apps.patch_namespaced_deployment_scale(
+                name, self.namespace, {"spec": {"replicas": replicas}})
+        else:
+            spec = {"minReplicas": replicas, "maxReplicas": max(hpa.spec.max_replicas, replicas)}
+            autoscaling.patch_namespaced_horizontal_pod_autoscaler(name, self.namespace, {"spec": spec})
+        deadline = time.monotonic() + timeout
+        while True:  # the HPA controller raises the Deployment's replicas within its sync period (15 s)
+            deployment = self._cluster.apps.read_namespaced_deployment(name, self.namespace)
+            if (deployment.spec.replicas or 0) >= replicas:
+                break
+            if time.monotonic() >= deadline:
+                raise KubernetesTargetError(f"deployment/{name} still asks for {deployment.spec.replicas} replicas "
+                                            f"after {timeout:.0f} s: is the HPA controller running?")
+            time.sleep(self.poll_interval)
+        rolled = wait_for_rollout(self._cluster, self.namespace, name, timeout=max(1.0, deadline - time.monotonic()),
+                                  interval=self.poll_interval, progress=self.progress)
+        return rolled.status.available_replicas or 0
+
+    def roll_out(self, name: str = "wine", *, timeout: float = 120.0,
+                 **settings: str) -> KubernetesDeployment | None:
+        """Change settings of Deployment ``name`` with a rolling update; undo it if the new pods never get ready.
+
+        The Deployment's strategy (maxUnavailable 0) keeps the old pods serving while new ones start. If the new
+        ones fail (readiness, crash, image), the previous settings are applied again, which scales the old
+        ReplicaSet back, and :class:`RolloutError` carries what the new pods reported.
+        """
+        folder, image, env = self._spec(name)
+        prefix = {"wine": "WINE_", "llm": "LLM_"}.get(name, "")
+        changed = {**env, **{f"{prefix}{key.upper()}": str(value) for key, value in settings.items()}}
+        self._apply([self._with_settings(self._render(folder), name, image, changed)])
+        try:
+            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
+                             progress=self.progress)
+        except RolloutError as failed:
+            self._apply([self._with_settings(self._render(folder), name, image, env)])
+            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
+                             progress=self.progress, fail_fast=False)
+            raise RolloutError(f"{failed}\nRolled back to the previous settings: the old pods kept serving.",
+                               deployment=failed.deployment, reasons=failed.reasons, pods=failed.pods) from None
+        self._specs[name] = (folder, image, changed)
+        for deployment in self.deployments:
+            if deployment.name == name:
+                deployment.env = dict(changed)
+        return next((d for d in self.deployments if d.name == name), None)
 
     def deploy_wine(self, model_dir: Path | None = None, *, port: int = 0, wait_ready: bool = True,
                     timeout: float = 300.0, image: str | None = None, **settings: str) -> KubernetesDeployment:
