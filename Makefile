@@ -6,6 +6,7 @@
 #   make docker-engine  start a Docker engine (root; Debian/Ubuntu) for the image tests and notebook 03
 #   make lab        open JupyterLab on the notebooks
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
+#   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
 
 PYTHON ?= python3
 TARGET ?= local
@@ -19,7 +20,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster lint lab bench model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster lint lab bench bench-llm model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -69,6 +70,10 @@ model: artifacts/wine/model_card.json
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
+
+# The LLM service: time from POST /model to RUNNING over repeated swaps (tiny models; the default one when reachable).
+bench-llm: $(STAMP)
+	$(BIN)/python -m benchmarks.llm_swap --swaps 20
 
 # Dashboards and alert rules are generated from workshop/observability/; tests fail when they are stale.
 generate: $(STAMP)
