@@ -16,8 +16,11 @@ from workshop.notebook_outputs import CHECK_TAG, keep_checked_outputs
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_the_first_three_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS][:3] == ["00_setup.ipynb", "01_train.ipynb", "02_serve.ipynb"]
+def test_every_step_of_the_workshop_has_its_notebook_in_order():
+    assert [p.name for p in NOTEBOOKS] == [
+        "00_setup.ipynb", "01_train.ipynb", "02_serve.ipynb", "03_containerise.ipynb", "04_deploy.ipynb",
+        "05_monitor.ipynb", "06_load_test.ipynb", "07_llm_serving.ipynb", "08_teardown.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -87,3 +90,17 @@ def test_a_failing_cell_does_not_leave_the_service_running(tmp_path, model_dir):
         time.sleep(0.1)
     else:
         pytest.fail(f"the service (pid {pid}) outlived the failed notebook")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_that_picks_a_target_takes_the_instructors_namespace(path):
+    """``make workshop TARGET=kubernetes NAMESPACE=...`` must reach every notebook that deploys something."""
+    notebook = nbformat.read(path, as_version=4)
+    if not any("get_target(" in cell.source for cell in notebook.cells if cell.cell_type == "code"):
+        return
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(parameters.source, namespace)
+    assert namespace.get("namespace") == "wine-workshop"
+    calls = [c.source for c in notebook.cells if c.cell_type == "code" and "get_target(target" in c.source]
+    assert calls and all("namespace" in source for source in calls)
