@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from app.common.logs import configure_logging
 from app.wine.api import create_app
 from app.wine.config import Settings
-from app.wine.logs import configure_logging
 
 
 @pytest.fixture

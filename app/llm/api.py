@@ -16,12 +16,12 @@ from fastapi import APIRouter, FastAPI, Request
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
+from app.common.guards import BodyGuard
+from app.common.logs import configure_logging
 from app.llm.config import Settings
 from app.llm.dependencies import Serving
 from app.llm.errors import install_error_handlers
 from app.llm.generation import Generator
-from app.llm.guards import BodyGuard
-from app.llm.logs import configure_logging
 from app.llm.manager import Loader, ModelManager
 from app.llm.metrics import HTTP_LATENCY_BUCKETS, LLMMetrics
 from app.llm.routers import completion, model, probes
@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
             metrics.completion("invalid")
 
     install_error_handlers(app, on_invalid=on_invalid)
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, setting="LLM_MAX_BODY_BYTES",
+                       advice="send a shorter conversation")
     instrumentator = Instrumentator(
         registry=metrics.registry, excluded_handlers=["/metrics"], should_instrument_requests_inprogress=False
     )

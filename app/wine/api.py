@@ -14,11 +14,11 @@ from fastapi import APIRouter, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
+from app.common.guards import BodyGuard
+from app.common.logs import configure_logging
 from app.wine.config import Settings
 from app.wine.dependencies import Serving
 from app.wine.errors import install_error_handlers
-from app.wine.guards import BodyGuard
-from app.wine.logs import configure_logging
 from app.wine.metrics import HTTP_LATENCY_BUCKETS, InFlightRequests, WineMetrics
 from app.wine.model import WineModel
 from app.wine.routers import model_card, predict, probes
@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         add_routes(app, router)
     install_error_handlers(app, on_rejected=metrics.reject)
 
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, setting="WINE_MAX_BODY_BYTES",
+                       advice="send a smaller batch")
     app.add_middleware(InFlightRequests, metrics=metrics)
     # Added last, so it is the outermost middleware and times everything, 413s and 415s included.
     # Two metrics, not its default five: request counts and a fine-bucket latency histogram, both by

@@ -2,23 +2,28 @@
 
 A pure ASGI middleware (no ``BaseHTTPMiddleware`` overhead): a body with a
 non-JSON content type gets a 415 and a body over ``max_body_bytes`` a 413,
-whether the client announces its length or streams it chunked. The errors are
-raised inside the app so the shared error handlers shape the response.
+whether the client announces its length or streams it chunked. Without it, a
+100 MB body would be read and parsed in full before any field limit could refuse
+it. The errors are raised inside the app so its error handlers shape the response.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.wine.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from app.common.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    """``setting`` names the limit's variable and ``advice`` what to send instead, in the 413's message."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, *, setting: str, advice: str) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.setting = setting
+        self.advice = advice
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"].encode() not in BODY_METHODS:
@@ -48,7 +53,7 @@ class BodyGuard:
         await self.app(scope, counting_receive, send)
 
     def _too_large_message(self) -> str:
-        return f"request body exceeds {self.max_body_bytes} bytes (WINE_MAX_BODY_BYTES); send a smaller batch"
+        return f"request body exceeds {self.max_body_bytes} bytes ({self.setting}); {self.advice}"
 
 
 def _announced_length(headers: dict[bytes, bytes]) -> int:
