@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -15,6 +16,17 @@ from workshop.process import free_port
 pytestmark = pytest.mark.slow
 
 
+def _found(pid: int, timeout: float = 10.0) -> list[cleanup.WorkshopProcess]:
+    """The workshop process ``pid`` once it has exec'd (until then /proc shows the forking parent's command)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p for p in cleanup.workshop_processes() if p.pid == pid]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
 def test_an_orphaned_wine_service_is_found_stopped_and_not_found_again(model_dir):
     """A service started outside any notebook kernel (by hand, or by a kernel killed with -9) is stopped."""
     port = free_port()
@@ -23,7 +35,7 @@ def test_an_orphaned_wine_service_is_found_stopped_and_not_found_again(model_dir
         env={**os.environ, "WINE_MODEL_DIR": str(model_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        found = [p for p in cleanup.workshop_processes() if p.pid == orphan.pid]
+        found = _found(orphan.pid)
         assert found and "app.wine.api:app" in found[0].command
         cleanup.stop_processes(found)
         assert orphan.wait(timeout=10) is not None
