@@ -5,18 +5,24 @@ Every error a client sees is JSON of one shape::
     {"error": "<kind>", "message": "<what happened>", "details": [{"field": ..., "reason": ..., "type": ...}]}
 
 (plus ``"state"`` where a lifecycle state is the reason), so a client, a learner or a log query reads any of
-them the same way. Each service maps its own exceptions in its ``errors`` module, with these pieces.
+them the same way. Each service defines its own exceptions in its ``errors`` module; :func:`install_error_handlers`
+maps them, and every other error, to responses.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(HTTPException):
@@ -118,3 +124,41 @@ def http_error_headers(app: FastAPI, request: Request, error: StarletteHTTPExcep
 
 def http_error_kind(status_code: int) -> str:
     return {404: "not_found", 405: "method_not_allowed"}.get(status_code, "http_error")
+
+
+REFUSED_STATUSES = (413, 415, 422)  # refused input, as opposed to a service that cannot answer
+
+
+def install_error_handlers(app: FastAPI, on_rejected: Callable[[Request, list[dict[str, Any]]], None]) -> None:
+    """Map every exception to the shared JSON shape; ``on_rejected(request, details)`` hears of refused input.
+
+    ``details`` are the body's ``details`` (for a refusal that has none, one entry for the body), so a
+    service can count refusals by field and reason, or once per request.
+    """
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = validation_details(error)
+        on_rejected(request, details)
+        return JSONResponse(status_code=422, content=validation_body(details))
+
+    @app.exception_handler(ServiceError)
+    async def _domain(request: Request, error: ServiceError) -> JSONResponse:
+        if error.status_code in REFUSED_STATUSES:
+            on_rejected(request, error.details or [{"field": "body", "reason": error.message, "type": error.kind}])
+        return JSONResponse(status_code=error.status_code, content=error.body(), headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        details = undecodable_json(error)
+        if details is not None:
+            on_rejected(request, details)
+            return JSONResponse(status_code=422, content=validation_body(details))
+        return JSONResponse(status_code=error.status_code,
+                            content=error_body(http_error_kind(error.status_code), str(error.detail)),
+                            headers=http_error_headers(app, request, error))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse(status_code=500, content=error_body("internal_error", "internal server error"))

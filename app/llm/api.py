@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http_metrics
+from fastapi import FastAPI, Request
 
+from app.common.errors import install_error_handlers
 from app.common.guards import BodyGuard
+from app.common.http import add_routes, expose_http_metrics
 from app.common.logs import configure_logging
 from app.llm.config import Settings
 from app.llm.dependencies import Serving
-from app.llm.errors import install_error_handlers
 from app.llm.generation import Generator
 from app.llm.manager import Loader, ModelManager
 from app.llm.metrics import HTTP_LATENCY_BUCKETS, LLMMetrics
@@ -29,11 +28,6 @@ from app.llm.routers import completion, model, probes
 DESCRIPTION = """Chat completions from a HuggingFace `transformers` model that can be swapped while the
 service runs: `POST /model` loads a new model in the background while the old one keeps serving, and
 `GET /status` shows the lifecycle (NOT_DEPLOYED, LOADING, RUNNING, FAILED)."""
-
-
-def add_routes(app: FastAPI, router: APIRouter) -> None:
-    """Add a router's routes to the app itself (cheaper per request than ``include_router``, as in the wine app)."""
-    app.router.routes.extend(router.routes)
 
 
 def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
@@ -58,21 +52,14 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     for router in (probes.router, model.router, completion.build_router(settings)):
         add_routes(app, router)
 
-    def on_invalid(request: Request) -> None:
-        if request.url.path == "/completion":
+    def on_rejected(request: Request, details: list[dict]) -> None:
+        if request.url.path == "/completion":  # once per refused completion, whatever its fields
             metrics.completion("invalid")
 
-    install_error_handlers(app, on_invalid=on_invalid)
+    install_error_handlers(app, on_rejected)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, setting="LLM_MAX_BODY_BYTES",
                        advice="send a shorter conversation")
-    instrumentator = Instrumentator(
-        registry=metrics.registry, excluded_handlers=["/metrics"], should_instrument_requests_inprogress=False
-    )
-    instrumentator.add(
-        http_metrics.requests(registry=metrics.registry),
-        http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS, registry=metrics.registry),
-    )
-    instrumentator.instrument(app).expose(app, include_in_schema=False)
+    expose_http_metrics(app, metrics.registry, HTTP_LATENCY_BUCKETS)  # last: the outermost middleware
     return app
 
 

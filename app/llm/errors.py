@@ -1,4 +1,4 @@
-"""Domain exceptions of the LLM service and the one place that maps them to HTTP.
+"""Domain exceptions of the LLM service; ``app.common.errors`` maps them to responses.
 
 The JSON shape of every error is the one both services share (``app.common.errors``), plus ``"state"``
 when the lifecycle is the reason (503, 409), so a client knows whether to wait (LOADING) or to act
@@ -7,31 +7,11 @@ when the lifecycle is the reason (503, 409), so a client knows whether to wait (
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from app.common.errors import (
-    PayloadTooLargeError,
-    ServiceError,
-    UnsupportedMediaTypeError,
-    error_body,
-    http_error_headers,
-    http_error_kind,
-    undecodable_json,
-    validation_body,
-    validation_details,
-)
+from app.common.errors import PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError, error_body
 
 __all__ = ["GenerationError", "InputTooLongError", "InvalidModelIdError", "LLMServiceError", "ModelNotReadyError",
            "OverloadedError", "PayloadTooLargeError", "SwapInProgressError", "UnsupportedMediaTypeError",
-           "error_body", "install_error_handlers"]
-
-log = logging.getLogger(__name__)
+           "error_body"]
 
 
 class LLMServiceError(ServiceError):
@@ -82,33 +62,3 @@ class GenerationError(LLMServiceError):
 
     status_code = 500
     kind = "generation_error"
-
-
-def install_error_handlers(app: FastAPI, on_invalid: Callable[[Request], None]) -> None:
-    """Map exceptions to responses; ``on_invalid(request)`` is told of every 422 (for the metrics)."""
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        on_invalid(request)
-        return JSONResponse(status_code=422, content=validation_body(validation_details(error)))
-
-    @app.exception_handler(ServiceError)
-    async def _domain(request: Request, error: ServiceError) -> JSONResponse:
-        if error.status_code in (413, 415, 422):
-            on_invalid(request)
-        return JSONResponse(status_code=error.status_code, content=error.body(), headers=error.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        details = undecodable_json(error)
-        if details is not None:
-            on_invalid(request)
-            return JSONResponse(status_code=422, content=validation_body(details))
-        return JSONResponse(status_code=error.status_code,
-                            content=error_body(http_error_kind(error.status_code), str(error.detail)),
-                            headers=http_error_headers(app, request, error))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(status_code=500, content=error_body("internal_error", "internal server error"))
