@@ -29,7 +29,6 @@ from workshop.observability.llm_dashboard import build_llm_dashboard
 from workshop.observability.panels import (
     DATASOURCE,
     NOT_USER_TRAFFIC,
-    QUANTILES,
     RATE,
     PanelBuilder,
     Row,
@@ -39,6 +38,7 @@ from workshop.observability.panels import (
     error_ratio_panel,
     memory_panel,
     metric,
+    quantile_targets,
     query,
     rate,
     request_rate_panel,
@@ -66,16 +66,7 @@ def latency_panel() -> PanelBuilder:
         "green",
         (0.05, "orange"),
         (0.3, "red"),
-    ).targets(
-        [
-            query(
-                f"histogram_quantile({q}, sum by (le, handler) ({bucket_rate}))",
-                f"p{round(q * 100)} {{{{handler}}}}",
-                ref_id,
-            )
-            for q, ref_id in zip(QUANTILES, "ABC", strict=True)
-        ]
-    )
+    ).targets(quantile_targets(bucket_rate, by="le, handler", legend_suffix=" {{handler}}"))
 
 
 def in_flight_panel() -> PanelBuilder:

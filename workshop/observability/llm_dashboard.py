@@ -15,7 +15,6 @@ from grafana_foundation_sdk.models import common
 from workshop.observability.llm_alerts import GENERATION_P95_SECONDS, JOB
 from workshop.observability.panels import (
     DATASOURCE,
-    QUANTILES,
     RATE,
     PanelBuilder,
     Row,
@@ -25,6 +24,7 @@ from workshop.observability.panels import (
     error_ratio_panel,
     memory_panel,
     metric,
+    quantile_targets,
     query,
     rate,
     request_rate_panel,
@@ -46,18 +46,6 @@ def _stat(title: str, description: str) -> stat.Panel:
         .graph_mode(common.BigValueGraphMode.NONE)
         .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
-
-
-def _quantiles(histogram: str, quantiles: tuple[float, ...], by: str = "le") -> list:
-    """One histogram_quantile target per quantile, refIds A, B, C..."""
-    return [
-        query(
-            f"histogram_quantile({q}, sum by ({by}) ({rate(histogram)}))",
-            f"p{round(q * 100)}",
-            ref_id,
-        )
-        for q, ref_id in zip(quantiles, "ABCDEF", strict=False)
-    ]
 
 
 # --- Service -------------------------------------------------------------------------------------
@@ -177,7 +165,7 @@ def generation_latency_panel() -> PanelBuilder:
         (GENERATION_P95_SECONDS, "red"),
     ).targets(
         [
-            *_quantiles("llm_generation_seconds_bucket", QUANTILES),
+            *quantile_targets(rate("llm_generation_seconds_bucket")),
             query(f"histogram_quantile(0.95, sum by (le) ({request}))", "p95 whole request (queueing included)",
                   "D"),
         ]
@@ -218,7 +206,7 @@ def time_to_first_token_panel() -> PanelBuilder:
         "processing plus the wait for a generation slot, so it rises with long prompts (many messages) and "
         "with a queue. No data: no streaming requests.",
         "s",
-    ).min(0).targets(_quantiles("llm_time_to_first_token_seconds_bucket", (0.5, 0.95)))
+    ).min(0).targets(quantile_targets(rate("llm_time_to_first_token_seconds_bucket"), (0.5, 0.95)))
 
 
 # --- Model lifecycle -----------------------------------------------------------------------------

@@ -46,6 +46,15 @@ def query(expr: str, legend: str, ref_id: str = "A") -> prometheus.Dataquery:
     return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref_id).datasource(DATASOURCE)
 
 
+def quantile_targets(bucket_rate: str, quantiles: tuple[float, ...] = QUANTILES, *, by: str = "le",
+                     legend_suffix: str = "") -> list[prometheus.Dataquery]:
+    """One ``histogram_quantile`` target per quantile (legend ``p50``, ``p95``...; refIds A, B, C...)."""
+    return [
+        query(f"histogram_quantile({q}, sum by ({by}) ({bucket_rate}))", f"p{round(q * 100)}{legend_suffix}", ref_id)
+        for q, ref_id in zip(quantiles, "ABCDEF", strict=False)
+    ]
+
+
 def thresholds(base: str, *steps: tuple[float, str]) -> dash.ThresholdsConfig:
     """Absolute thresholds: the colour below the first step, then the colour from each step up."""
     return (
