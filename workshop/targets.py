@@ -28,6 +28,11 @@ SERVICE_APPS = {"wine": "app.wine.api:app", "llm": "app.llm.api:app"}
 SERVICE_ENV_PREFIX = {"wine": "WINE_", "llm": "LLM_"}
 
 
+def settings_env(service: str, settings: Mapping[str, object]) -> dict[str, str]:
+    """Settings by field name as the service's variables: ``max_batch_size`` -> ``WINE_MAX_BATCH_SIZE``."""
+    return {f"{SERVICE_ENV_PREFIX[service]}{key.upper()}": str(value) for key, value in settings.items()}
+
+
 class TargetUnavailableError(RuntimeError):
     """The chosen target cannot be used here; the message says what to do instead."""
 
@@ -93,7 +98,7 @@ class LocalTarget:
         ``settings`` are extra service settings by field name, e.g. ``max_batch_size="100"``.
         """
         env = {"WINE_MODEL_DIR": str(Path(model_dir).resolve())}
-        env.update({f"WINE_{key.upper()}": str(value) for key, value in settings.items()})
+        env.update(settings_env("wine", settings))
         return self._start("wine", env, port=port, ready_path="/ready" if wait_ready else "/health", timeout=timeout)
 
     def _start(self, name: str, env: Mapping[str, str], *, port: int = 0, ready_path: str, timeout: float,
@@ -145,7 +150,7 @@ class LocalTarget:
         answers /ready. If a new one never does, it is stopped, the remaining old replicas keep serving, and
         :class:`RolloutFailedError` says what its /ready answered. Returns the replicas' URLs.
         """
-        changes = {f"{SERVICE_ENV_PREFIX[name]}{key.upper()}": str(value) for key, value in settings.items()}
+        changes = settings_env(name, settings)
         for old in self.replicas(name):
             try:
                 new = self._start(name, {**old.env, **changes}, ready_path="/ready", timeout=timeout, track=False)
@@ -169,7 +174,7 @@ class LocalTarget:
         with no model, not with its built-in default, which would need the model hub). ``settings`` are further
         service settings by field name, as ``LLM_<NAME>`` variables.
         """
-        env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
+        env = settings_env("llm", settings)
         if models_dir is not None:
             env["LLM_MODELS_DIR"] = str(Path(models_dir).resolve())
         env["LLM_DEFAULT_MODEL"] = default_model or ""  # none: start without a model, deploy one with POST /model

@@ -29,7 +29,7 @@ from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
 from workshop.paths import project_root
-from workshop.targets import Deployment
+from workshop.targets import Deployment, settings_env
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
@@ -187,8 +187,7 @@ class KubernetesTarget:
         ReplicaSet back, and :class:`RolloutError` carries what the new pods reported.
         """
         folder, image, env = self._spec(name)
-        prefix = {"wine": "WINE_", "llm": "LLM_"}.get(name, "")
-        changed = {**env, **{f"{prefix}{key.upper()}": str(value) for key, value in settings.items()}}
+        changed = {**env, **settings_env(name, settings)}
         self._apply([self._with_settings(self._render(folder), name, image, changed)])
         try:
             wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
@@ -214,7 +213,7 @@ class KubernetesTarget:
         ``settings`` become ``WINE_*`` variables of the container. Without ``wait_ready`` the objects are
         applied and no URL is given (watch the rollout yourself).
         """
-        env = {f"WINE_{key.upper()}": str(value) for key, value in settings.items()}
+        env = settings_env("wine", settings)
         return self._deploy("base", "wine", image=image or self.wine_image, env=env, wait_ready=wait_ready,
                             timeout=timeout, local_port=port)
 
@@ -226,7 +225,7 @@ class KubernetesTarget:
         ``settings`` become ``LLM_*`` variables (``default_model`` is ``LLM_DEFAULT_MODEL``); ``models_dir`` is
         the folder inside the pod (``LLM_MODELS_DIR``), since a local folder does not reach the cluster.
         """
-        env = {f"LLM_{key.upper()}": str(value) for key, value in settings.items()}
+        env = settings_env("llm", settings)
         if default_model:
             env["LLM_DEFAULT_MODEL"] = default_model
         if models_dir is not None:
