@@ -100,12 +100,11 @@ def workshop_processes(markers: Sequence[str] = PROCESS_MARKERS) -> list[Worksho
 
 
 def workshop_containers(images: Iterable[str]) -> list[str]:
-    """Ids of containers (running or stopped) made from the workshop's images."""
+    """Ids of containers (running or stopped) made from ``images``, which must exist locally."""
     ids: list[str] = []
     for image in images:
-        if container.image_exists(image):
-            listed = container.docker("ps", "--all", "--quiet", "--filter", f"ancestor={image}")
-            ids += [line for line in listed.split() if line not in ids]
+        listed = container.docker("ps", "--all", "--quiet", "--filter", f"ancestor={image}")
+        ids += [line for line in listed.split() if line not in ids]
     return ids
 
 
@@ -113,8 +112,8 @@ def find_leftovers(images: Sequence[str] = WORKSHOP_IMAGES) -> Leftovers:
     engine = container.engine_available()
     leftovers = Leftovers(processes=workshop_processes(), engine=engine.reason)
     if engine:
-        leftovers.containers = workshop_containers(images)
         leftovers.images = [image for image in images if container.image_exists(image)]
+        leftovers.containers = workshop_containers(leftovers.images)
     return leftovers
 
 
