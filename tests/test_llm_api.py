@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -82,10 +83,62 @@ def test_greedy_completions_are_deterministic_and_models_differ(make_llm_client)
 
 def test_sampling_with_temperature_answers(llm_client: TestClient) -> None:
     body = llm_client.post("/completion", json={"messages": user(), "max_new_tokens": 5, "temperature": 0.9,
-                                                "top_p": 0.9}).json()
-    # Sampling a random model may pick the end-of-sequence token early.
+                                                "top_p": 0.9, "seed": 7}).json()
+    # Whatever is drawn: sampling may pick the end-of-sequence token at any step, the fifth one included,
+    # and that is a "stop"; fewer than five tokens can only be one.
     assert 1 <= body["usage"]["completion_tokens"] <= 5
-    assert body["finish_reason"] == ("length" if body["usage"]["completion_tokens"] == 5 else "stop")
+    assert body["finish_reason"] in {"stop", "length"}
+    if body["usage"]["completion_tokens"] < 5:
+        assert body["finish_reason"] == "stop"
+    assert body["seed"] == 7
+
+
+SAMPLED = {"messages": user("Tell me a story"), "max_new_tokens": 16, "temperature": 1.0}
+
+
+def test_a_seed_pins_a_sampled_completion(llm_client: TestClient) -> None:
+    first, second = (llm_client.post("/completion", json={**SAMPLED, "seed": 1234}).json() for _ in range(2))
+    assert first["message"] == second["message"] and first["usage"] == second["usage"]
+    assert first["seed"] == 1234
+    # A seed pins one request's draw, not the process: other seeds give other answers (fixed seeds, so
+    # this holds every run; with a 1,024-token random model, five equal answers would be a broken seed).
+    others = {llm_client.post("/completion", json={**SAMPLED, "seed": seed}).json()["message"]["content"]
+              for seed in range(5)}
+    assert len(others) > 1, others
+
+
+def test_a_seed_pins_the_completion_while_other_requests_sample(make_llm_client) -> None:
+    client = make_llm_client(max_concurrency=4)
+    alone = client.post("/completion", json={**SAMPLED, "seed": 99}).json()["message"]
+    # Two seeded requests at once, beside two unseeded ones that draw from generators of their own.
+    bodies = [{**SAMPLED, "seed": 99}, {**SAMPLED, "seed": 99}, SAMPLED, {**SAMPLED, "max_new_tokens": 32}]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        answers = list(pool.map(lambda body: client.post("/completion", json=body).json(), bodies))
+    assert metric(client, "llm_completions_total", outcome="success") == 5
+    assert answers[0]["message"] == answers[1]["message"] == alone
+    assert answers[2]["seed"] is None and answers[3]["seed"] is None
+
+
+def test_without_a_seed_sampling_is_not_pinned(llm_client: TestClient) -> None:
+    # Three unseeded draws of 16 tokens from a near-uniform 1,024-token model all alike: chance ~1e-48.
+    answers = [llm_client.post("/completion", json=SAMPLED).json() for _ in range(3)]
+    assert len({answer["message"]["content"] for answer in answers}) > 1
+    assert all(answer["seed"] is None for answer in answers)
+
+
+def test_a_seed_pins_the_streamed_completion_too(llm_client: TestClient) -> None:
+    import json
+
+    plain = llm_client.post("/completion", json={**SAMPLED, "seed": 5}).json()
+    events = parse_sse(llm_client.post("/completion", json={**SAMPLED, "seed": 5, "stream": True}).text)
+    done = json.loads(events[-1][1])
+    assert done["message"] == plain["message"] and done["seed"] == 5
+
+
+def test_greedy_decoding_ignores_the_seed(llm_client: TestClient) -> None:
+    greedy = {"messages": user(), "max_new_tokens": 8}
+    assert (llm_client.post("/completion", json={**greedy, "seed": 1}).json()["message"]
+            == llm_client.post("/completion", json={**greedy, "seed": 2}).json()["message"])
 
 
 def test_conversation_with_system_and_assistant_turns(llm_client: TestClient) -> None:
@@ -108,6 +161,10 @@ def test_conversation_with_system_and_assistant_turns(llm_client: TestClient) ->
         ({"messages": []}, "messages", "at least 1 item"),
         ({}, "messages", "Field required"),
         ({"messages": user(), "max_new_tokens": "5"}, "max_new_tokens", "valid integer"),
+        ({"messages": user(), "seed": -1}, "seed", "greater than or equal to 0"),
+        ({"messages": user(), "seed": 2**63}, "seed", "less than or equal to 9223372036854775807"),
+        ({"messages": user(), "seed": "42"}, "seed", "valid integer"),
+        ({"messages": user(), "seed": 4.5}, "seed", "valid integer"),
         ({"messages": user(), "max_new_tokens": 0}, "max_new_tokens", "greater than or equal to 1"),
         ({"messages": user(), "max_new_tokens": 33}, "max_new_tokens", "less than or equal to 32"),
         ({"messages": user(), "temperature": -1}, "temperature", "greater than or equal to 0"),

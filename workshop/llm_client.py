@@ -79,7 +79,7 @@ class LLMClient:
 
     def complete(self, messages: list[dict[str, str]] | str, **options: Any) -> dict[str, Any]:
         """One completion; ``messages`` may be a plain string (one user message).
-        ``options``: ``max_new_tokens``, ``temperature``, ``top_p``."""
+        ``options``: ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``."""
         return self._json(self._request("POST", "/completion", json=self._body(messages, options)))
 
     def stream(self, messages: list[dict[str, str]] | str, **options: Any) -> Iterator[dict[str, Any]]:

@@ -36,6 +36,7 @@ class Params:
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    seed: int | None = None  # sampling draws from a generator of its own, seeded with this (None: at random)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Completion:
     seconds: float
     first_token_seconds: float | None = None  # from admission (queueing included) to the first token
     queued_seconds: float = 0.0  # from admission to a thread taking the generation
+    seed: int | None = None  # the seed the request gave, if any
 
     @property
     def tokens_per_second(self) -> float:
@@ -128,6 +130,51 @@ class _TextStreamer:
         pass
 
 
+class _SeededSampler:
+    """The sampling draw of ``generate(do_sample=True)``, from one request's own ``torch.Generator``.
+
+    ``generate`` samples with ``torch.multinomial`` from the process-wide generator, which every
+    concurrent request advances: no seed could pin an answer. This logits processor, last in the
+    list, draws the next token from the softmax of the (temperature- and top-p-warped) scores with
+    the request's generator and leaves only that token finite, so greedy selection takes it.
+    """
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float(), dim=-1)
+        chosen = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, chosen, 0.0)
+
+
+def _decoding(params: Params, device: Any) -> dict[str, Any]:
+    """``generate`` arguments: greedy for temperature 0, else sampling seeded per request.
+
+    Sampling runs as greedy decoding over the library's own temperature and top-p warpers plus
+    :class:`_SeededSampler`, so the distribution is exactly ``do_sample``'s and the seed is this
+    request's alone.
+    """
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if params.temperature <= 0:
+        return greedy
+    generator = torch.Generator(device=device)
+    if params.seed is None:
+        generator.seed()  # a fresh non-deterministic seed: unseeded sampling stays random
+    else:
+        generator.manual_seed(params.seed)
+    processors = [TemperatureLogitsWarper(params.temperature)]
+    if params.top_p < 1.0:
+        processors.append(TopPLogitsWarper(params.top_p))
+    processors.append(_SeededSampler(generator))
+    return {**greedy, "logits_processor": LogitsProcessorList(processors)}
+
+
 def _eos_ids(model: LoadedModel) -> set[int]:
     eos = model.model.generation_config.eos_token_id
     if eos is None:
@@ -148,17 +195,14 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
     admitted = started if admitted is None else admitted
     loaded, cancel = prompt.model, cancel or threading.Event()
     tokenizer, model = loaded.tokenizer, loaded.model
-    sampling: dict[str, Any] = (
-        {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-        if params.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    )
+    decoding = _decoding(params, model.device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     try:
         with torch.inference_mode():
             output = model.generate(
                 input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
                 max_new_tokens=params.max_new_tokens, pad_token_id=pad, streamer=streamer,
-                stopping_criteria=[_Cancelled(cancel)], **sampling,
+                stopping_criteria=[_Cancelled(cancel)], **decoding,
             )
     except Exception as error:
         log.exception("generation with %s failed", loaded.model_id, extra={"model_id": loaded.model_id})
@@ -174,7 +218,7 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
         finish = "length" if len(new_ids) >= params.max_new_tokens else "stop"
     first = streamer.first_token_at - admitted if streamer and streamer.first_token_at else None
     return Completion(loaded, text, prompt.tokens, len(new_ids), finish, time.perf_counter() - started, first,
-                      queued_seconds=started - admitted)
+                      queued_seconds=started - admitted, seed=params.seed)
 
 
 _DONE = object()

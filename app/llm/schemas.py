@@ -16,6 +16,7 @@ from app.llm.config import Settings
 
 Role = Literal["system", "user", "assistant"]
 MIN_TEMPERATURE = 0.01
+MAX_SEED = 2**63 - 1  # what a torch.Generator takes, and a signed 64-bit integer in any client
 State = Literal["NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED"]
 
 
@@ -60,6 +61,12 @@ def completion_request_model(settings: Settings) -> type[BaseModel]:
             description=f"0: greedy (deterministic); {MIN_TEMPERATURE} to 2: sampling.",
         )
         top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus sampling.")
+        seed: int | None = Field(
+            default=None, ge=0, le=MAX_SEED,
+            description="Sampling (`temperature` > 0) with the same model, messages, parameters and seed gives "
+            "the same completion every time, whatever else the service is doing; without one, sampling is "
+            "random. Greedy decoding needs none. The answer repeats the seed.",
+        )
         stream: bool = Field(default=False, description="Answer with server-sent events: `token` events, then `done`.")
 
         @field_validator("temperature")
@@ -107,6 +114,7 @@ class CompletionResponse(BaseModel):
     usage: Usage
     generation_seconds: float = Field(description="Time the model spent generating.")
     queued_seconds: float = Field(description="Time the request waited for a generation thread.")
+    seed: int | None = Field(description="The seed the request gave (null: none was given).")
 
 
 class SwapRequest(BaseModel):

@@ -51,6 +51,7 @@ def completion_body(completion: Completion) -> dict[str, Any]:
         },
         "generation_seconds": round(completion.seconds, 6),
         "queued_seconds": round(completion.queued_seconds, 6),
+        "seed": completion.seed,
     }
 
 
@@ -75,7 +76,7 @@ def build_router(settings: Settings) -> APIRouter:
             raise
         messages = [message.model_dump() for message in request.messages]
         prompt = encode_prompt(model, messages, request.max_new_tokens, settings.max_input_tokens)
-        params = Params(request.max_new_tokens, request.temperature, request.top_p)
+        params = Params(request.max_new_tokens, request.temperature, request.top_p, request.seed)
         try:
             if request.stream:
                 return EventSourceResponse(_events(serving, serving.generator.stream(prompt, params)), ping=15)
