@@ -554,7 +554,7 @@ def test_metrics_have_the_contract_names_types_and_labels(llm_client: TestClient
         assert name in families, f"{name} missing from /metrics"
         assert families[name].type == kind, (name, families[name].type)
     outcomes = {s.labels["outcome"] for s in families["llm_completions"].samples if s.name.endswith("_total")}
-    assert outcomes == {"success", "invalid", "unavailable", "overloaded", "error"}
+    assert outcomes == {"success", "invalid", "unavailable", "overloaded", "error", "cancelled"}
     states = {s.labels["state"]: s.value for s in families["llm_lifecycle_state"].samples}
     assert states == {"NOT_DEPLOYED": 0, "LOADING": 0, "RUNNING": 1, "FAILED": 0}
     assert metric(llm_client, "llm_completion_tokens_total") == 4

@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     metrics = LLMMetrics()
     manager = ModelManager(settings, metrics, loader=loader)
     generator = Generator(settings.max_concurrency, settings.max_queue, settings.retry_after_s,
-                          on_depth=metrics.queue_depth.set)
+                          on_depth=metrics.queue_depth.set, on_completion=metrics.observe_completion,
+                          on_abandoned=lambda: metrics.completion("cancelled"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

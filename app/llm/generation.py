@@ -229,12 +229,18 @@ class Generator:
     """The bounded pool that runs generations; one per app."""
 
     def __init__(self, max_concurrency: int, max_queue: int, retry_after_s: int = 2,
-                 on_depth: Callable[[int], None] = lambda depth: None) -> None:
+                 on_depth: Callable[[int], None] = lambda depth: None,
+                 on_completion: Callable[[Completion], None] = lambda completion: None,
+                 on_abandoned: Callable[[], None] = lambda: None) -> None:
+        """``on_completion`` sees every generation that ends, as it ends (in its thread, before its
+        client is told), one cut short because its client left included; ``on_abandoned`` hears of
+        each request whose client left while it waited, so that it never ran."""
         self.max_concurrency, self.max_queue, self.retry_after_s = max_concurrency, max_queue, retry_after_s
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._depth = 0
         self._on_depth = on_depth
+        self._on_completion, self._on_abandoned = on_completion, on_abandoned
 
     @property
     def depth(self) -> int:
@@ -273,7 +279,14 @@ class Generator:
             self._release()
             raise
         future.add_done_callback(self._release)
+        future.add_done_callback(self._observe)
         return future
+
+    def _observe(self, future: Future) -> None:
+        if future.cancelled():
+            self._on_abandoned()  # the stream was closed while it waited: it never ran
+        elif future.exception() is None:
+            self._on_completion(future.result())
 
     async def complete(self, prompt: Prompt, params: Params,
                        is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> Completion:

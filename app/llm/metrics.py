@@ -4,7 +4,8 @@ Each app owns an :class:`LLMMetrics` (and so a registry): a second app in a
 test or a re-run notebook cell never raises "Duplicated timeseries". The names
 are a contract with the dashboard and the alert rules:
 
-- ``llm_completions_total{outcome}``: success, invalid, unavailable, overloaded, error;
+- ``llm_completions_total{outcome}``: success, invalid, unavailable, overloaded, error, cancelled
+  (the client went away: the generation stopped at its next token);
 - ``llm_prompt_tokens_total``, ``llm_completion_tokens_total``;
 - ``llm_generation_seconds``, ``llm_tokens_per_second``, ``llm_time_to_first_token_seconds`` (streaming);
 - ``llm_model_load_seconds{outcome}``: every load attempt;
@@ -31,7 +32,7 @@ from app.llm.generation import Completion
 from app.llm.lifecycle import Snapshot, State
 from app.llm.loader import LoadedModel
 
-OUTCOMES = ("success", "invalid", "unavailable", "overloaded", "error")
+OUTCOMES = ("success", "invalid", "unavailable", "overloaded", "error", "cancelled")
 GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
@@ -88,9 +89,17 @@ class LLMMetrics:
         self.completions.labels(outcome).inc()
 
     def observe_completion(self, completion: Completion) -> None:
-        self.completions.labels("success").inc()
+        """Every generation that ended, whether or not its client stayed to read it (called as it ends).
+
+        A cancelled one counts its tokens (the work was done) but not its durations: a generation cut
+        short would make the latency look better than what clients get.
+        """
         self.prompt_tokens.inc(completion.prompt_tokens)
         self.completion_tokens.inc(completion.completion_tokens)
+        if completion.finish_reason == "cancelled":
+            self.completions.labels("cancelled").inc()
+            return
+        self.completions.labels("success").inc()
         self.generation_seconds.observe(completion.seconds)
         self.tokens_per_second.observe(completion.tokens_per_second)
         if completion.first_token_seconds is not None:

@@ -120,8 +120,8 @@ def completions_panel() -> PanelBuilder:
         "Completions by outcome",
         "Completion requests per second by outcome: success; invalid (refused input: 422, too many messages "
         "or characters); unavailable (no model serves: 503); overloaded (queue full: refused at once); error "
-        "(generation failed: a bug, or memory). Anything but success deserves a look; a steady overloaded "
-        "line means too little capacity.",
+        "(generation failed: a bug, or memory); cancelled (the client went away: the generation stopped at its "
+        "next token). Anything but success deserves a look; a steady overloaded line means too little capacity.",
         "reqps",
     ).with_target(query(f"sum by (outcome) ({rate('llm_completions_total')})", "{{outcome}}"))
 

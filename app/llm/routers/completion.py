@@ -87,7 +87,6 @@ def build_router(settings: Settings) -> APIRouter:
         except GenerationError:
             metrics.completion("error")
             raise
-        metrics.observe_completion(result)
         return completion_body(result)
 
     return router
@@ -99,7 +98,6 @@ async def _events(serving: Serving, events: AsyncIterator[tuple[str, Any]]) -> A
             if kind == "token":
                 yield {"event": "token", "data": json.dumps({"text": value})}
             else:
-                serving.metrics.observe_completion(value)
                 yield {"event": "done", "data": json.dumps(completion_body(value))}
     except LLMServiceError as error:
         serving.metrics.completion("error")
