@@ -5,7 +5,9 @@
 Every user picks real rows of the UCI dataset (loaded once per process from ``WINE_QUALITY_DATA_DIR`` or
 the per-user cache, never downloaded per user) and sends them with think times between requests. Some
 requests are corrupted on purpose, one field each, and must be refused with a 422: a 2xx means the
-service predicted from garbage, a 5xx that it crashed on it, and both are counted as failures.
+service predicted from garbage, a 5xx that it crashed on it, and both are counted as failures. The kinds
+of corruption take turns (every five corrupted requests of a process cover all five), so even a short run
+tries each kind once it has sent five.
 
 Options (command line, or the environment variable in brackets):
 
@@ -44,6 +46,7 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 _rows: list[dict[str, Any]] = []
 _environments: list[Environment] = []
 _user_numbers = itertools.count()
+_corruption_turns = itertools.cycle(CORRUPTIONS)  # shared by the users of this process: each kind in turn
 
 
 @events.init_command_line_parser.add_listener
@@ -168,7 +171,7 @@ class WineUser(HttpUser):
 
     @task(2)
     def predict_corrupted(self) -> None:
-        kind = self.rng.choice(CORRUPTIONS)
+        kind = next(_corruption_turns)
         numeric = kind in ("negative", "impossible")
         field = self.rng.choice(FEATURE_NAMES if numeric else (*FEATURE_NAMES, "color"))
         body = corrupt(self.wine(), kind, field)

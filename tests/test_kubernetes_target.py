@@ -266,7 +266,7 @@ def apps_api(emulator: Emulator) -> client.AppsV1Api:
     return client.AppsV1Api(core_api(emulator).api_client)
 
 
-def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> object:
+def eventually(check: Callable[[], object], timeout: float = 60.0, what: str = "the condition") -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := check():
@@ -404,7 +404,7 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     emulator.handler.forward_to = backend[0]
     target = make_target(load_image=True, progress=True)
     local_port = free_port()
-    deploying = in_background(lambda: target.deploy_wine(port=local_port, max_batch_size="50", timeout=20))
+    deploying = in_background(lambda: target.deploy_wine(port=local_port, max_batch_size="50", timeout=60))
 
     deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -415,7 +415,7 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     assert not deploying.done(), "one of two replicas available is not a finished rollout"
     add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
-    service = deploying.result(timeout=20)
+    service = deploying.result(timeout=60)
 
     assert service.url == f"http://127.0.0.1:{local_port}" and "WINE_PORT" not in env
     assert calls(kind_calls) == [["load", "docker-image", "wine-service:latest", "--name", "workshop"]]
@@ -441,7 +441,7 @@ def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_ll
     emulator.handler.forward_to = backend[0]
     target = make_target()
     deploying = in_background(lambda: target.deploy_llm(default_model="tiny-chat", max_new_tokens_cap="64",
-                                                        timeout=20))
+                                                        timeout=60))
     deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "llm"), what="the Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LLM_DEFAULT_MODEL"] == "tiny-chat" and env["LLM_MAX_NEW_TOKENS_CAP"] == "64"
@@ -450,7 +450,7 @@ def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_ll
     labels = deployment["spec"]["selector"]["matchLabels"]
     add_pod(emulator, "llm-0", labels, ready=True)
     set_rollout(emulator, "llm", replicas=1, updated=1, available=1)
-    service = deploying.result(timeout=20)
+    service = deploying.result(timeout=60)
     assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
     assert emulator.handler.forwarded == [(NAMESPACE, "llm-0", 8000)] and service.name == "llm"
     target.teardown()
@@ -471,7 +471,7 @@ def test_rollout_rules_follow_kubectl():
     assert rollout_state(deployment(available=1))[1] == "1 of 2 updated replicas are available"
 
 
-def _failed_deploy(emulator: Emulator, target: KubernetesTarget, timeout: float = 20) -> RolloutError:
+def _failed_deploy(emulator: Emulator, target: KubernetesTarget, timeout: float = 60) -> RolloutError:
     deploying = in_background(lambda: target.deploy_wine(timeout=timeout))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     return deploying
@@ -483,7 +483,7 @@ def test_image_pull_backoff_fails_at_once_naming_the_pod_reason_events_and_fix(e
     add_pod(emulator, "wine-x1", WINE_LABELS, waiting="ImagePullBackOff",
             message='Back-off pulling image "wine-service:latest"')
     with pytest.raises(RolloutError) as failed:
-        deploying.result(timeout=15)
+        deploying.result(timeout=60)
     message = str(failed.value)
     assert failed.value.pods == ["wine-x1"] and failed.value.reasons == ["ImagePullBackOff"]
     assert "pod wine-x1: Pending (ImagePullBackOff)" in message
@@ -497,7 +497,7 @@ def test_crash_loop_reports_the_previous_log_and_says_to_read_it(emulator, make_
     add_pod(emulator, "wine-c1", WINE_LABELS, waiting="CrashLoopBackOff", message="back-off 40s restarting",
             restarts=4, last_exit=1)
     with pytest.raises(RolloutError) as failed:
-        deploying.result(timeout=15)
+        deploying.result(timeout=60)
     message = str(failed.value)
     assert "pod wine-c1: Pending (CrashLoopBackOff)" in message
     assert "last exited with code 1 (Error), 4 restarts" in message
@@ -508,12 +508,14 @@ def test_crash_loop_reports_the_previous_log_and_says_to_read_it(emulator, make_
 
 
 def test_a_rollout_that_never_schedules_times_out_with_the_scheduling_hint(emulator, make_target):
-    deploying = _failed_deploy(emulator, make_target(), timeout=1.5)
+    # The cluster's state is there before the deploy: the short deadline then cannot pass before the
+    # test has set it up, however slow this machine is.
     add_pod(emulator, "wine-p1", WINE_LABELS, unschedulable="0/1 nodes are available: 1 Insufficient cpu.")
     add_event(emulator, "wine-p1", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")
     add_pod(emulator, "other", {"app.kubernetes.io/name": "llm"}, waiting="ImagePullBackOff")
+    deploying = _failed_deploy(emulator, make_target(), timeout=1.5)
     with pytest.raises(RolloutError) as failed:
-        deploying.result(timeout=15)
+        deploying.result(timeout=60)
     message = str(failed.value)
     assert message.startswith(f"Deployment wine in namespace {NAMESPACE} did not roll out within 2 s")
     assert "Insufficient cpu" in message and "lower the requests" in message
@@ -521,7 +523,6 @@ def test_a_rollout_that_never_schedules_times_out_with_the_scheduling_hint(emula
 
 
 def test_pods_the_quota_refuses_are_explained_by_the_replicasets_events(emulator, make_target):
-    deploying = _failed_deploy(emulator, make_target(), timeout=1)
     core_api(emulator).create_namespaced_event(NAMESPACE, {
         "metadata": {"name": "wine-7d9f.quota", "namespace": NAMESPACE},
         "involvedObject": {"kind": "ReplicaSet", "name": "wine-7d9f", "namespace": NAMESPACE},
@@ -531,8 +532,9 @@ def test_pods_the_quota_refuses_are_explained_by_the_replicasets_events(emulator
         "metadata": {"name": "wine-llm-1.quota", "namespace": NAMESPACE},
         "involvedObject": {"kind": "ReplicaSet", "name": "wine-llm-1", "namespace": NAMESPACE},
         "reason": "FailedCreate", "type": "Warning", "message": "another Deployment's trouble"})
+    deploying = _failed_deploy(emulator, make_target(), timeout=1)  # the events are there before it starts
     with pytest.raises(RolloutError) as failed:
-        deploying.result(timeout=15)
+        deploying.result(timeout=60)
     message = str(failed.value)
     assert ('ReplicaSet events of wine:\n  Warning FailedCreate: pods "wine-7d9f-x" is forbidden: exceeded quota'
             in message)
@@ -592,11 +594,11 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     helm_calls = fake_tool(tools, "helm")
     emulator.handler.forward_to = backend[0]
     deployer = make_target()
-    deploying = in_background(lambda: deployer.deploy_wine(timeout=20))
+    deploying = in_background(lambda: deployer.deploy_wine(timeout=60))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
-    deploying.result(timeout=20).stop()
+    deploying.result(timeout=60).stop()
     assert len(deployer.skipped) == 2 and emulator.stored("servicemonitors", NAMESPACE, "wine") is None
 
     core_api(emulator).create_namespaced_service("monitoring", {
@@ -610,7 +612,7 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     assert not monitoring.done(), "the operator's Prometheus pod is not ready yet: no port-forward"
     add_pod(emulator, "prometheus-0", {"app.kubernetes.io/name": "prometheus"}, ready=True, namespace="monitoring",
             port=9090)
-    url = monitoring.result(timeout=20)
+    url = monitoring.result(timeout=60)
 
     install = calls(helm_calls)[0]
     assert install[:7] == ["upgrade", "--install", "kube-prometheus-stack", "kube-prometheus-stack", "--repo",
@@ -705,7 +707,7 @@ def test_the_locust_job_runs_in_the_namespace_and_its_results_come_back_as_table
     client.BatchV1Api(core_api(emulator).api_client).patch_namespaced_job_status(
         "locust-master", NAMESPACE,
         {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})
-    result = running.result(timeout=20)
+    result = running.result(timeout=60)
 
     assert result.returncode == 0 and result.total_requests == 440 and result.total_failures == 0
     assert result.stats.loc["/predict", "p99_ms"] == 45 and result.stats.loc[AGGREGATED, "rps"] == 22.0
@@ -725,7 +727,7 @@ def test_a_load_test_with_failures_raises_with_the_result(emulator, make_target,
     client.BatchV1Api(core_api(emulator).api_client).patch_namespaced_job_status(
         "locust-master", NAMESPACE, {"status": {"failed": 1}})
     with pytest.raises(LoadTestError, match=r"failed \(Locust exit code 1\): 12 of 440 requests failed") as failed:
-        running.result(timeout=20)
+        running.result(timeout=60)
     assert failed.value.result is not None and failed.value.result.total_failures == 12
     assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None
 
@@ -737,7 +739,7 @@ def test_a_master_that_cannot_pull_its_image_fails_the_run_at_once(emulator, mak
     add_pod(emulator, "locust-master-p", {"job-name": "locust-master"}, waiting="ErrImageNeverPull",
             message='Container image "ml-serving-workshop/wine-locust:latest" is not present')
     with pytest.raises(ClusterLoadTestError, match=r"(?s)cannot start.*ErrImageNeverPull.*kind load docker-image"):
-        running.result(timeout=15)
+        running.result(timeout=60)
     assert emulator.stored("deployments", NAMESPACE, "locust-worker") is None
 
 
@@ -809,7 +811,7 @@ def test_the_master_jobs_command_with_real_locust_gives_the_same_tables(model_di
     result = load_results(tmp_path / "parsed", code)
     assert code == master.returncode == 0, log[-3000:]
     assert result.total_requests > 0 and result.total_failures == 0
-    assert {"/predict", "/predict/batch", "/health"} <= set(result.endpoints.index)
+    assert {"/predict", "/predict/batch"} <= set(result.endpoints.index)  # /health is 1 in 15: not every run
     assert (result.history["endpoint"] == AGGREGATED).any()
 
 
@@ -817,11 +819,11 @@ def test_the_master_jobs_command_with_real_locust_gives_the_same_tables(model_di
 
 def _deployed_wine(emulator: Emulator, target: KubernetesTarget, backend) -> None:
     emulator.handler.forward_to = backend[0]
-    deploying = in_background(lambda: target.deploy_wine(timeout=20))
+    deploying = in_background(lambda: target.deploy_wine(timeout=60))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
-    deploying.result(timeout=20)
+    deploying.result(timeout=60)
 
 
 def _wine_env(emulator: Emulator) -> dict[str, str]:
@@ -832,7 +834,7 @@ def _wine_env(emulator: Emulator) -> dict[str, str]:
 def test_scaling_raises_the_autoscalers_minimum_and_waits_for_the_pods(emulator, make_target, backend):
     target = make_target()
     _deployed_wine(emulator, target, backend)
-    scaling = in_background(lambda: target.scale("wine", 6, timeout=20))
+    scaling = in_background(lambda: target.scale("wine", 6, timeout=60))
     hpa = eventually(lambda: (h := emulator.stored("horizontalpodautoscalers", NAMESPACE, "wine"))
                      and h["spec"]["minReplicas"] == 6 and h, what="the HPA's new minimum")
     assert hpa["spec"]["maxReplicas"] == 6, "the maximum follows a minimum above it"
@@ -840,7 +842,7 @@ def test_scaling_raises_the_autoscalers_minimum_and_waits_for_the_pods(emulator,
     assert not scaling.done(), "the Deployment still asks for 2 replicas: the HPA has not acted yet"
     apps_api(emulator).patch_namespaced_deployment(NAMESPACE and "wine", NAMESPACE, {"spec": {"replicas": 6}})
     set_rollout(emulator, "wine", replicas=6, updated=6, available=6)
-    assert scaling.result(timeout=20) == 6
+    assert scaling.result(timeout=60) == 6
     with pytest.raises(ValueError, match="at least 1"):
         target.scale("wine", 0)
 
@@ -867,7 +869,7 @@ def test_a_rollout_whose_pods_never_get_ready_is_undone_and_reported(emulator, m
     assert rolled["WINE_MODEL_DIR"] == "/srv/no-model" and undone == first and "WINE_MODEL_DIR" not in undone
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     with pytest.raises(RolloutError) as failed:
-        rolling.result(timeout=20)
+        rolling.result(timeout=60)
     message = str(failed.value)
     assert isinstance(failed.value, RolloutFailedError), "notebooks catch one type on either target"
     assert "Readiness probe failed" in message and "Rolled back to the previous settings" in message
@@ -878,12 +880,12 @@ def test_a_successful_rollout_keeps_the_new_settings(emulator, make_target, back
     target = make_target()
     _deployed_wine(emulator, target, backend)
     set_rollout(emulator, "wine", replicas=3, updated=1, available=2)
-    rolling = in_background(lambda: target.roll_out("wine", log_level="DEBUG", timeout=20))
+    rolling = in_background(lambda: target.roll_out("wine", log_level="DEBUG", timeout=60))
     eventually(lambda: _wine_env(emulator).get("WINE_LOG_LEVEL") == "DEBUG", what="the new settings")
     time.sleep(0.3)
     assert not rolling.done(), "one new pod of two is not a finished rollout"
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
-    deployment = rolling.result(timeout=20)
+    deployment = rolling.result(timeout=60)
     assert deployment.env["WINE_LOG_LEVEL"] == "DEBUG"
     with pytest.raises(Exception, match="deploy_llm"):
         target.roll_out("llm", default_model="x")

@@ -125,8 +125,11 @@ def test_a_short_run_has_no_failures_and_traffic_on_every_endpoint(normal_run):
     assert result.returncode == 0
     assert result.total_failures == 0 and result.failures.empty
     endpoints = result.endpoints
-    expected = {"/health", "/predict", "/predict/batch"} | {f"/predict [corrupted: {k}]" for k in CORRUPTIONS}
-    assert set(endpoints.index) == expected
+    corrupted_names = {f"/predict [corrupted: {k}]" for k in CORRUPTIONS}
+    assert set(endpoints.index) <= {"/health", "/predict", "/predict/batch"} | corrupted_names
+    # Which task a user runs next is Locust's random draw (how many of each, in a run of a few seconds,
+    # depends on this machine's speed): what holds for every draw is asserted.
+    assert {"/predict", "/predict/batch"} <= set(endpoints.index), endpoints.index
     assert (endpoints["rps"] > 0).all(), endpoints["rps"]
     assert result.html_report.is_file()
     assert (result.history["endpoint"] == AGGREGATED).any()
@@ -149,6 +152,10 @@ def test_every_corrupted_request_was_answered_422_and_counted_by_the_service(nor
     assert 0 <= unrecorded <= FAST["users"]
     client_errors = answered[("/predict", "4xx")]
     assert corrupted <= client_errors <= corrupted + unrecorded
+    # The kinds take turns: N recorded corrupted requests cover min(N, 5) kinds, less one per request the
+    # service answered and Locust did not record (a gap in the turns).
+    kinds = set(result.corrupted.index)
+    assert kinds <= CORRUPTIONS and len(kinds) >= min(corrupted, len(CORRUPTIONS)) - unrecorded, kinds
     # One corrupted field per request: the service counted one rejected field per 4xx.
     assert sum(s.value for s in scrape.samples if s.name == "wine_rejected_inputs_total") == client_errors
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -65,37 +66,32 @@ def monitored(model_dir, tmp_path_factory):
         for round_ in range(2):
             sent["drifted"] += send_traffic(service.url, "drifted", 150, seed=10 + round_)
             next_scrape(url)
-        yield url, sent
+        # Queries are evaluated as of the end of the traffic: the rate() windows then hold all of it,
+        # however long the tests before took.
+        yield url, sent, datetime.now().astimezone()
     finally:
         target.teardown()
 
 
 @pytest.mark.slow
 def test_traffic_was_answered_as_expected(monitored):
-    _, sent = monitored
+    _, sent, _ = monitored
     assert sent == {"valid": {200: 200}, "invalid": {422: 50}, "drifted": {200: 300}}
 
 
 @pytest.mark.slow
 def test_every_panel_query_of_the_dashboard_returns_data(monitored):
-    url, _ = monitored
+    url, _, ended = monitored
     queries = panel_queries(json.loads(DASHBOARD.read_text()))
     assert queries, "the dashboard has panel queries"
-
-    def empty() -> list[str]:
-        return [f"{title} {ref}: {expr}" for title, ref, expr in queries
-                if query(url, substitute(expr, VARIABLES)).empty]
-
-    missing = empty()
-    if missing:  # the last scrape may still be on its way into every window
-        next_scrape(url)
-        missing = empty()
+    missing = [f"{title} {ref}: {expr}" for title, ref, expr in queries
+               if query(url, substitute(expr, VARIABLES), at=ended).empty]
     assert not missing, "panels without data:\n" + "\n".join(missing)
 
 
 @pytest.mark.slow
 def test_every_alert_expression_evaluates(monitored):
-    url, _ = monitored
+    url, _, _ = monitored
     assert set(alert_expressions()) == set(ALERT_NAMES)
     for name, expr in alert_expressions().items():
         answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10).json()
@@ -104,18 +100,18 @@ def test_every_alert_expression_evaluates(monitored):
 
 @pytest.mark.slow
 def test_the_drift_panel_shows_stronger_and_sweeter_wines(monitored):
-    url, _ = monitored
+    url, _, ended = monitored
     drift_panels = [(title, expr) for title, _, expr in panel_queries(json.loads(DASHBOARD.read_text()))
                     if "drift" in title.lower()]
     assert drift_panels, "the dashboard has a drift panel"
-    frame = query(url, substitute(drift_panels[0][1], VARIABLES))
+    frame = query(url, substitute(drift_panels[0][1], VARIABLES), at=ended)
     ratios = dict(zip(frame["feature"], frame["value"], strict=True))
     assert ratios["alcohol"] > 1.05 and ratios["residual_sugar"] > 1.5, ratios
 
 
 @pytest.mark.slow
 def test_the_drift_alert_goes_pending_or_firing(monitored):
-    url, _ = monitored
+    url, _, _ = monitored
 
     def drift_alerts():
         frame = alerts(url)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import nbformat
@@ -11,6 +9,7 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from tests.test_process import wait_gone
 from workshop.notebook_outputs import CHECK_TAG, keep_checked_outputs
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -81,15 +80,8 @@ def test_a_failing_cell_does_not_leave_the_service_running(tmp_path, model_dir):
             parameters={"model_dir": str(model_dir), "pid_file": str(pid_file)},
         )
     pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the service (pid {pid}) outlived the failed notebook")
+    # An orphan that exited stays a zombie until whoever adopted it reaps it: gone or a zombie is gone.
+    assert wait_gone(pid, timeout=60), f"the service (pid {pid}) outlived the failed notebook"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -67,11 +67,11 @@ def test_prometheus_scrapes_the_deployed_service_and_stops_cleanly(model_dir, tm
         config = yaml.safe_load(prometheus.config_path.read_text())
         assert config["global"]["scrape_interval"] == "1s"
         assert config["scrape_configs"][0]["job_name"] == "wine"
-        wait_for(lambda: up(url).get(scrape_target(first.url)) == 1, timeout=15, what="up == 1")
+        wait_for(lambda: up(url).get(scrape_target(first.url)) == 1, timeout=60, what="up == 1")
 
         # A service deployed after monitoring started is scraped too (config rewritten and reloaded).
         second = target.deploy_wine(model_dir)
-        wait_for(lambda: up(url).get(scrape_target(second.url)) == 1, timeout=15, what="the second service up")
+        wait_for(lambda: up(url).get(scrape_target(second.url)) == 1, timeout=60, what="the second service up")
 
         with pytest.raises(PrometheusApiClientException, match="400"):
             query(url, "rate(up[")
@@ -93,5 +93,5 @@ def test_a_broken_rules_file_fails_with_prometheus_own_reason(tmp_path):
     rules.write_text("groups:\n  - name: broken\n    rules:\n      - alert: Broken\n        expr: rate(up[\n")
     prometheus = LocalPrometheus(rule_files=[rules], workdir=tmp_path / "prometheus")
     with pytest.raises(ProcessError, match=r"(?s)exited with code 1 .*broken\.rules\.yml"):
-        prometheus.start(timeout=15)
+        prometheus.start(timeout=60)
     assert not prometheus.running

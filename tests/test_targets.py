@@ -78,6 +78,25 @@ def test_teardown_stops_the_service_and_can_run_twice(model_dir):
     target.teardown()
 
 
+def test_a_picked_port_that_another_program_takes_first_is_replaced(model_dir, monkeypatch):
+    """free_port() can only say a port is free *now*: one taken before the service binds it is no failure."""
+    import socket
+
+    from workshop import targets
+
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        picks = iter([taken, free_port()])
+        monkeypatch.setattr(targets, "free_port", lambda: next(picks))
+        target = get_target("local")
+        try:
+            deployment = target.deploy_wine(model_dir)
+            assert deployment.url != f"http://127.0.0.1:{taken}" and WineClient(deployment.url).ready()
+            assert [d.running for d in target.deployments] == [False, True]
+        finally:
+            target.teardown()
+
+
 def test_deploy_without_a_model_fails_with_the_services_reason(tmp_path):
     target = get_target("local")
     with pytest.raises(ProcessError, match=r"HTTP 503: no model at .*train one with"):

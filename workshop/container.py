@@ -29,6 +29,7 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+STARTUP_TIMEOUT_S = 120.0  # how long a started container may take to answer /health at all
 ENGINE_HINT = (
     "start one with: sudo scripts/docker-engine.sh start (Debian/Ubuntu; installs docker.io), "
     "or start Docker Desktop / the docker service"
@@ -286,9 +287,10 @@ def run_container(
 ) -> Container:
     """Start ``tag`` in the background, published on 127.0.0.1:``port``, and wait until ``ready_path`` is 200.
 
-    ``hardened`` runs it the way the Kubernetes manifests do: read-only root filesystem with a writable
-    ``/tmp``, no capabilities, no privilege escalation. If it does not become ready, the container is
-    removed and the error carries its last log lines.
+    The service must answer ``/health`` within ``STARTUP_TIMEOUT_S`` first; ``timeout`` then bounds the
+    wait for ``ready_path``. ``hardened`` runs it the way the Kubernetes manifests do: read-only root
+    filesystem with a writable ``/tmp``, no capabilities, no privilege escalation. If it does not become
+    ready, the container is removed and the error carries its last log lines.
     """
     require_engine()
     port = port or _free_port()
@@ -303,7 +305,11 @@ def run_container(
     if ready_path is None:
         return container
     try:
-        _wait_ready(container, ready_path, timeout)
+        # Answering at all comes first (a busy machine starts containers slowly); ``timeout`` counts from
+        # then, so it measures the service becoming ready.
+        _wait_ready(container, "/health", STARTUP_TIMEOUT_S)
+        if ready_path != "/health":
+            _wait_ready(container, ready_path, timeout)
     except ContainerError:
         remove(container_id)
         raise

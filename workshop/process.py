@@ -29,10 +29,22 @@ class ProcessError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Only *now*: another program may take it before the server binds it (see :func:`port_was_taken`).
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PORT_ATTEMPTS = 3  # how many free ports to try when each is taken before the server binds it
+
+
+def port_was_taken(error: ProcessError) -> bool:
+    """Whether a process failed because its port was bound by someone else first (then try another)."""
+    message = str(error).lower()
+    return "address already in use" in message or "errno 98" in message
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

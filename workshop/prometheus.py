@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 from prometheus_api_client import PrometheusConnect
 
-from workshop.process import ManagedProcess, ProcessError, free_port
+from workshop.process import PORT_ATTEMPTS, ManagedProcess, ProcessError, free_port, port_was_taken
 
 INSTALL_HINT = (
     "Install Prometheus: on Debian/Ubuntu `sudo apt-get install prometheus`, on macOS `brew install prometheus`, "
@@ -132,7 +132,7 @@ class LocalPrometheus:
         config = prometheus_config(self.targets, self.rule_files, interval=self.interval)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def start(self, timeout: float = 30.0) -> LocalPrometheus:
+    def start(self, timeout: float = 60.0) -> LocalPrometheus:
         """Start; return once ``/-/ready`` answers 200 and every target has been scraped once.
 
         The first scrape takes a few seconds (Prometheus batches discovery updates every 5 s). Waiting
@@ -141,8 +141,20 @@ class LocalPrometheus:
         """
         if self.running:
             return self
+        if self.port:
+            return self._start_on(self.port, timeout)
+        for attempt in range(PORT_ATTEMPTS):  # a picked port that another program binds first: pick again
+            try:
+                return self._start_on(free_port(), timeout)
+            except ProcessError as error:
+                self.port = 0
+                if attempt == PORT_ATTEMPTS - 1 or not port_was_taken(error):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_on(self, port: int, timeout: float) -> LocalPrometheus:
         binary = find_prometheus(self.binary)
-        self.port = self.port or free_port()
+        self.port = port
         self._write_config()
         argv = [
             binary,
@@ -170,11 +182,11 @@ class LocalPrometheus:
         waiting = [t for t in map(scrape_target, urls) if health.get(t) != "up"]
         return f"not scraped yet: {', '.join(waiting)}" if waiting else None
 
-    def wait_until_scraped(self, timeout: float = 30.0) -> None:
+    def wait_until_scraped(self, timeout: float = 60.0) -> None:
         if self.process is not None:
             self.process.wait_until(self.unscraped, timeout, "scraping every target")
 
-    def set_targets(self, targets: Targets, timeout: float = 30.0) -> None:
+    def set_targets(self, targets: Targets, timeout: float = 60.0) -> None:
         """Scrape these service URLs (or {job: URLs}) from now on; if running, return once each has been scraped."""
         self.targets = by_job(targets) if isinstance(targets, Mapping) else list(targets)
         if not self.running:

@@ -20,12 +20,14 @@ import yaml
 from workshop.loadtest import LoadTestResult, run_load_test
 from workshop.observability.alerts import workshop_rules
 from workshop.paths import project_root
-from workshop.process import ManagedProcess, ProcessError, free_port
+from workshop.process import PORT_ATTEMPTS, ManagedProcess, ProcessError, free_port, port_was_taken
 from workshop.prometheus import LocalPrometheus
 
 TARGETS = ("local", "kubernetes")
 SERVICE_APPS = {"wine": "app.wine.api:app", "llm": "app.llm.api:app"}
 SERVICE_ENV_PREFIX = {"wine": "WINE_", "llm": "LLM_"}
+# How long a local service process may take to answer /health at all, before any readiness timeout counts.
+STARTUP_TIMEOUT_S = 120.0
 
 
 def settings_env(service: str, settings: Mapping[str, object]) -> dict[str, str]:
@@ -103,8 +105,21 @@ class LocalTarget:
 
     def _start(self, name: str, env: Mapping[str, str], *, port: int = 0, ready_path: str, timeout: float,
                track: bool = True) -> Deployment:
-        """One replica of service ``name`` (``wine`` or ``llm``) as a uvicorn process, once ``ready_path`` is 200."""
-        port = port or free_port()
+        """One replica of service ``name`` (``wine`` or ``llm``) as a uvicorn process, once ``ready_path`` is 200.
+
+        With ``port`` 0 a free port is picked; if another program binds it first, another one is tried.
+        """
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start_on(name, env, port=port or free_port(), ready_path=ready_path, timeout=timeout,
+                                      track=track)
+            except ProcessError as error:
+                if port or attempt == PORT_ATTEMPTS - 1 or not port_was_taken(error):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_on(self, name: str, env: Mapping[str, str], *, port: int, ready_path: str, timeout: float,
+                  track: bool) -> Deployment:
         argv = [sys.executable, "-m", "uvicorn", SERVICE_APPS[name], "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log"]
         log_path = (self.log_dir / f"{name}-{port}.log") if self.log_dir else None
@@ -113,7 +128,11 @@ class LocalTarget:
         if track:
             self.deployments.append(deployment)
         try:
-            process.wait_for_http(f"{deployment.url}{ready_path}", timeout=timeout)
+            # The process must answer at all first (imports and binding take longer on a busy machine):
+            # ``timeout`` counts from then, so it measures the service becoming ready, not Python starting.
+            process.wait_for_http(f"{deployment.url}/health", timeout=STARTUP_TIMEOUT_S)
+            if ready_path != "/health":
+                process.wait_for_http(f"{deployment.url}{ready_path}", timeout=timeout)
         except BaseException:
             process.stop()
             raise
@@ -210,7 +229,7 @@ class LocalTarget:
         *,
         rule_files: Sequence[Path] | None = None,
         hold_overrides: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
+        timeout: float = 60.0,
     ) -> str:
         """Start a Prometheus scraping every service of this target (and later ones); return its URL.
 

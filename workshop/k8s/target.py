@@ -35,6 +35,7 @@ DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label, as the API demands
 SERVICES = (("base", "wine"), ("llm", "llm"))  # manifests folder, Deployment
+UNDO_TIMEOUT_S = 120.0  # the longest undoing a failed rollout may take (the old pods only scale back up)
 IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a pod in the same namespace
 
 
@@ -194,8 +195,9 @@ class KubernetesTarget:
                              progress=self.progress)
         except RolloutError as failed:
             self._apply([self._with_settings(self._render(folder), name, image, env)])
-            wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
-                             progress=self.progress, fail_fast=False)
+            # Undoing scales the old ReplicaSet back: its own deadline, however short the failed wait was.
+            wait_for_rollout(self._cluster, self.namespace, name, timeout=max(timeout, UNDO_TIMEOUT_S),
+                             interval=self.poll_interval, progress=self.progress, fail_fast=False)
             raise RolloutError(f"{failed}\nRolled back to the previous settings: the old pods kept serving.",
                                deployment=failed.deployment, reasons=failed.reasons, pods=failed.pods) from None
         self._specs[name] = (folder, image, changed)
