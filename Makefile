@@ -7,6 +7,7 @@
 #   make lab        open JupyterLab on the notebooks
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
+#   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
 
 PYTHON ?= python3
 TARGET ?= local
@@ -18,9 +19,11 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES := wrk prometheus
+RUNS ?= 20
+BUSY_RUN ?= $(RUNS)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster lint lab bench bench-llm model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -59,6 +62,10 @@ test: $(STAMP) $(CHECKOV_STAMP) system-deps lint
 # Against the cluster in the current kubeconfig (minikube, kind or a real one): the notebooks on target=kubernetes.
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster tests
+
+# Flaky-test hunt (not part of CI): results in build/hunt/summary.txt. Alone on the machine: see the script.
+hunt: $(STAMP) system-deps
+	scripts/hunt-flakes.sh $(RUNS) $(BUSY_RUN)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
