@@ -3,10 +3,13 @@
 ``python -m app.wine.train [--output DIR]`` or :func:`train` from a notebook.
 
 Three candidates are fitted on one seeded split and compared on held-out RMSE,
-MAE, accuracy of the rounded prediction, and single-row latency. The serving
-model is chosen by the rule in :func:`choose`: the lowest RMSE among the
-candidates that export to ONNX with parity and predict one row within the
-latency budget *in the runtime that serves it* (onnxruntime).
+MAE, accuracy of the rounded prediction, and latency. The serving model is
+chosen by the rule in :func:`choose`: the lowest RMSE among the candidates that
+export to ONNX with parity. The choice is deterministic (seeded split, seeded
+models). Latency is measured *in the runtime that serves it* (onnxruntime) and
+checked against the budgets, but it never decides: a measurement depends on the
+machine and on what else runs on it, so the same data would give a different
+model on a busy or slower machine. A miss is reported, with what to do.
 """
 
 from __future__ import annotations
@@ -126,6 +129,13 @@ class CandidateResult:
     export_error: str | None = None
     chosen: bool = False
 
+    @property
+    def within_latency_budget(self) -> bool | None:
+        """Whether onnxruntime met both budgets here (None: not exported, so not measured)."""
+        if self.onnx_latency_ms is None or self.onnx_batch_ms is None:
+            return None
+        return self.onnx_latency_ms <= LATENCY_BUDGET_MS and self.onnx_batch_ms <= BATCH_BUDGET_MS
+
 
 def evaluate(name: str, model: RegressorMixin, data: Split) -> tuple[CandidateResult, bytes | None]:
     predictions = np.clip(model.predict(data.X_test), *QUALITY_RANGE)
@@ -156,29 +166,32 @@ def evaluate(name: str, model: RegressorMixin, data: Split) -> tuple[CandidateRe
 
 SELECTION_RULE = (
     "lowest held-out RMSE among the candidates that export to ONNX with parity "
-    f"(max |onnx - sklearn| <= {PARITY_TOLERANCE:.0e}) and, in onnxruntime, predict one row within "
-    f"{LATENCY_BUDGET_MS} ms and {BATCH_ROWS} rows within {BATCH_BUDGET_MS} ms (p50)"
+    f"(max |onnx - sklearn| <= {PARITY_TOLERANCE:.0e})"
+)
+LATENCY_CHECK = (
+    f"in onnxruntime, one row within {LATENCY_BUDGET_MS} ms and {BATCH_ROWS} rows within {BATCH_BUDGET_MS} ms "
+    "(p50), measured on this machine: a miss is reported, never a reason to serve another model"
 )
 
 
-def choose(
-    results: list[CandidateResult],
-    latency_budget_ms: float = LATENCY_BUDGET_MS,
-    batch_budget_ms: float = BATCH_BUDGET_MS,
-) -> CandidateResult:
-    """Apply :data:`SELECTION_RULE`."""
-    eligible = [
-        r for r in results
-        if r.onnx_exportable
-        and r.onnx_latency_ms is not None and r.onnx_latency_ms <= latency_budget_ms
-        and r.onnx_batch_ms is not None and r.onnx_batch_ms <= batch_budget_ms
-    ]
+def choose(results: list[CandidateResult]) -> CandidateResult:
+    """Apply :data:`SELECTION_RULE` (deterministic: it reads no clock)."""
+    eligible = [r for r in results if r.onnx_exportable]
     if not eligible:
-        raise RuntimeError(
-            f"No candidate exports to ONNX within {latency_budget_ms} ms a row and {batch_budget_ms} ms "
-            f"a batch: {results}"
-        )
+        raise RuntimeError(f"No candidate exports to ONNX with parity: {results}")
     return min(eligible, key=lambda r: r.rmse)
+
+
+def latency_verdict(result: CandidateResult) -> str:
+    """One sentence on the chosen model's latency against the budgets, and what to do about a miss."""
+    if result.within_latency_budget is None:
+        return f"{result.name} was not exported, so its latency in onnxruntime was not measured."
+    measured = (f"{result.name} predicts one row in {result.onnx_latency_ms:.3f} ms and {BATCH_ROWS} rows in "
+                f"{result.onnx_batch_ms:.3f} ms here (budgets {LATENCY_BUDGET_MS} ms and {BATCH_BUDGET_MS} ms)")
+    if result.within_latency_budget:
+        return f"{measured}: within budget."
+    return (f"{measured}: over budget on this machine. A busy or slower machine measures more; measure where it "
+            "will serve (make bench), and if it is still over, serve fewer or shallower trees.")
 
 
 def feature_schema(train_frame: pd.DataFrame) -> list[dict]:
@@ -206,7 +219,8 @@ class TrainingReport:
 
     def table(self) -> pd.DataFrame:
         """The comparison as a frame, one row a candidate."""
-        return pd.DataFrame([asdict(r) for r in self.results]).set_index("name")
+        rows = [{**asdict(r), "within_latency_budget": r.within_latency_budget} for r in self.results]
+        return pd.DataFrame(rows).set_index("name")
 
 
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
@@ -244,9 +258,11 @@ def train(
                     "onnx_latency_ms": best.onnx_latency_ms, "onnx_batch_ms": best.onnx_batch_ms,
                     "onnx_max_abs_diff": best.onnx_max_abs_diff},
         "selection_rule": SELECTION_RULE,
+        "latency_check": LATENCY_CHECK,
         "latency_budget_ms": LATENCY_BUDGET_MS,
         "batch_budget_ms": {"rows": BATCH_ROWS, "ms": BATCH_BUDGET_MS},
-        "comparison": [asdict(r) for r in results],
+        "within_latency_budget": best.within_latency_budget,
+        "comparison": [{**asdict(r), "within_latency_budget": r.within_latency_budget} for r in results],
         "data": {"source": data.source, "sha256": data.combined_sha256, "files": data.sha256,
                  "rows": len(data.frame), "train_rows": len(parts.X_train), "test_rows": len(parts.X_test),
                  "split": {"test_size": TEST_SIZE, "seed": SEED, "stratify": "color"}},
@@ -278,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table()[columns])
     card = report.model_card
     print(f"\nserving model: {card['version']} (RMSE {card['metrics']['rmse']:.3f}) written to {args.output}")
+    print(latency_verdict(next(r for r in report.results if r.chosen)))
     return 0
 
 
