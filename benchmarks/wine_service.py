@@ -221,8 +221,10 @@ def children_cpu_seconds() -> float:
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int, cpu: int) -> tuple[WrkResult, float]:
     """One wrk run on its own core; returns its figures and the CPU seconds wrk used."""
+    # wrk counts a response slower than its 2 s default as a socket error; on a busy machine a slow
+    # response is a figure to report, not a broken server.
     argv = [
-        "taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+        "taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "--latency", "-s", str(script), url,
     ]
     before = children_cpu_seconds()
