@@ -65,7 +65,7 @@ test-cluster: $(STAMP)
 
 # Flaky-test hunt (not part of CI): results in build/hunt/summary.txt. Alone on the machine: see the script.
 hunt: $(STAMP) system-deps
-	scripts/hunt-flakes.sh $(RUNS) $(BUSY_RUN)
+	HUNT_PYTHON=$(BIN)/python scripts/hunt-flakes.sh $(RUNS) $(BUSY_RUN)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks

@@ -6,6 +6,7 @@
 #   scripts/hunt-flakes.sh [RUNS] [BUSY_RUN]     (make hunt RUNS=20 BUSY_RUN=20)
 #
 # RUNS defaults to 20; BUSY_RUN (default: the last run) is the run done under full CPU load; 0 for none.
+# HUNT_PYTHON is the interpreter (default .venv/bin/python), HUNT_RUN_TIMEOUT the longest a run may take.
 # Offline, set WINE_QUALITY_DATA_DIR to the UCI CSVs first (as for make test).
 # Results: build/hunt/summary.txt, one JUnit XML and one log per run. Never run two hunts (or a hunt
 # and the test suite) at once: the cleanup tests stop the workshop's processes of this user.
@@ -14,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 runs="${1:-20}"
 busy_run="${2:-$runs}"
-python="${PYTHON:-.venv/bin/python}"
+python="${HUNT_PYTHON:-.venv/bin/python}"
+run_timeout="${HUNT_RUN_TIMEOUT:-1800}"  # seconds: a run that hangs is a failure, not a hunt that never ends
 out="build/hunt"
 export WORKSHOP_FORBID_SKIPS="${WORKSHOP_FORBID_SKIPS:-1}"  # a skip hides what was not run: count it as a failure
 tests=(
@@ -35,6 +37,7 @@ stop_burners() {
     burners=()
 }
 trap stop_burners EXIT
+trap 'stop_burners; echo "interrupted" | tee -a "$summary"; exit 130' INT TERM
 
 failed_runs=0
 for ((run = 1; run <= runs; run++)); do
@@ -46,15 +49,19 @@ for ((run = 1; run <= runs; run++)); do
             burners+=("$!")
         done
     fi
-    "$python" -m pytest -q -p no:cacheprovider -m "not cluster" --junitxml="$out/run-$run.xml" "${tests[@]}" \
-        >"$out/run-$run.log" 2>&1
+    timeout -k 30 "$run_timeout" "$python" -m pytest -q -p no:cacheprovider -m "not cluster" \
+        --junitxml="$out/run-$run.xml" "${tests[@]}" >"$out/run-$run.log" 2>&1
     code=$?
     stop_burners
     counts=$("$python" - "$out/run-$run.xml" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET
 
-suite = ET.parse(sys.argv[1]).getroot()
+try:
+    suite = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError) as error:  # pytest was killed (timeout) or crashed before writing it
+    print(f"no test report ({error}); see the run's log")
+    raise SystemExit(0)
 suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
 tests, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
 print(f"{tests} tests, {failures + errors} failed, {skipped} skipped")

@@ -489,15 +489,17 @@ def test_beyond_the_queue_limit_requests_get_a_prompt_429(make_llm_client, monke
                for _ in range(2)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 60
-    while metric(client, "llm_queue_depth") < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert metric(client, "llm_queue_depth") == 2, "the two generations never ran and waited together"
-    refused = client.post("/completion", json={"messages": user(), "max_new_tokens": 1})
-    assert results == [], "the refusal waited for a generation to end"
-    release.set()
-    for thread in threads:
-        thread.join()
+    try:
+        deadline = time.monotonic() + 60
+        while metric(client, "llm_queue_depth") < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert metric(client, "llm_queue_depth") == 2, "the two generations never ran and waited together"
+        refused = client.post("/completion", json={"messages": user(), "max_new_tokens": 1})
+        assert results == [], "the refusal waited for a generation to end"
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"] == "overloaded" and refused.headers["retry-after"] == "2"
     assert "LLM_MAX_QUEUE=1" in refused.json()["message"]

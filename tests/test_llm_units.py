@@ -88,6 +88,71 @@ def test_the_gate_admits_concurrency_plus_queue_then_refuses_at_once() -> None:
     generator.shutdown()
 
 
+def test_every_generation_is_counted_once_before_the_depth_drops() -> None:
+    """Completed generations reach on_completion, ones that never ran on_abandoned; either comes first."""
+    seen: list[str] = []
+    generator = Generator(max_concurrency=1, max_queue=1, on_depth=lambda depth: seen.append(f"depth {depth}"),
+                          on_completion=lambda result: seen.append(f"completed {result}"),
+                          on_abandoned=lambda: seen.append("abandoned"))
+    release = threading.Event()
+    running = generator._submit(lambda: release.wait(10) and "first")
+    waiting = generator._submit(lambda: "never")
+    assert waiting.cancel(), "the second waits for the only thread"
+    release.set()
+    assert running.result(10) == "first"
+    generator.shutdown()
+    deadline = time.monotonic() + 60
+    while generator.depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["depth 1", "depth 2", "abandoned", "depth 1", "completed first", "depth 0"]
+
+
+def _sampling_processors(temperature: float, top_p: float = 1.0, **model_config: object) -> list[str]:
+    """The warpers the service samples through, by name, for a model with this generation config."""
+    from transformers import GenerationConfig
+
+    from app.llm.generation import Params, _decoding
+
+    class Model:  # what _decoding reads of a model
+        device = "cpu"
+        generation_config = GenerationConfig(**model_config)
+
+    decoding = _decoding(Params(8, temperature, top_p, seed=1), Model())
+    assert decoding["do_sample"] is False, "the draw is the sampler's, so generate itself decodes greedily"
+    return [type(p).__name__ for p in decoding.get("logits_processor", [])]
+
+
+def test_sampling_warps_as_do_sample_does_then_draws_with_the_requests_generator() -> None:
+    assert _sampling_processors(0.0) == [], "temperature 0 is plain greedy decoding"
+    assert _sampling_processors(0.8, 0.9) == [
+        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "_SeededSampler"]
+    assert _sampling_processors(1.0) == ["TopKLogitsWarper", "_SeededSampler"], "1.0 and top_p 1 change nothing"
+    assert _sampling_processors(0.7, top_k=0, min_p=0.05, typical_p=0.9) == [
+        "TemperatureLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper", "_SeededSampler"]
+
+
+def test_the_seeded_sampler_draws_the_same_token_for_the_same_seed_and_only_finite_ones() -> None:
+    import torch
+
+    from app.llm.generation import _SeededSampler
+
+    scores = torch.tensor([[0.0, 1.0, float("-inf"), 2.0]])
+
+    def draws(seed: int) -> list[int]:
+        sampler = _SeededSampler(torch.Generator().manual_seed(seed))
+        picked = []
+        for _ in range(200):
+            out = sampler(None, scores)
+            assert torch.isfinite(out).sum() == 1
+            picked.append(int(out.argmax()))
+        return picked
+
+    assert draws(3) == draws(3) != draws(4)
+    assert 2 not in draws(3), "a token the warpers removed (-inf) is never drawn"
+    counts = torch.bincount(torch.tensor(draws(3)), minlength=4).tolist()
+    assert counts[3] > counts[1] > counts[0] > 0, counts  # softmax order: e^2 > e^1 > e^0
+
+
 def test_the_gate_survives_a_restart() -> None:
     generator = Generator(max_concurrency=1, max_queue=0)
     generator.shutdown()

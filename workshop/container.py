@@ -307,7 +307,7 @@ def run_container(
     try:
         # Answering at all comes first (a busy machine starts containers slowly); ``timeout`` counts from
         # then, so it measures the service becoming ready.
-        _wait_ready(container, "/health", STARTUP_TIMEOUT_S)
+        _wait_ready(container, "/health", max(timeout, STARTUP_TIMEOUT_S))
         if ready_path != "/health":
             _wait_ready(container, ready_path, timeout)
     except ContainerError:

@@ -164,8 +164,9 @@ class LocalPrometheus:
             "--web.enable-lifecycle",  # POST /-/reload after set_targets
             "--storage.tsdb.retention.time=1d",
         ]
+        # One log per port: a retry's log must not carry the previous attempt's "address already in use".
         self.process = ManagedProcess("prometheus", argv, cwd=self._workdir(),
-                                      log_path=self._workdir() / "prometheus.log").start()
+                                      log_path=self._workdir() / f"prometheus-{port}.log").start()
         try:
             self.process.wait_for_http(f"{self.url}/-/ready", timeout=timeout)
             self.wait_until_scraped(timeout)

@@ -130,7 +130,7 @@ class LocalTarget:
         try:
             # The process must answer at all first (imports and binding take longer on a busy machine):
             # ``timeout`` counts from then, so it measures the service becoming ready, not Python starting.
-            process.wait_for_http(f"{deployment.url}/health", timeout=STARTUP_TIMEOUT_S)
+            process.wait_for_http(f"{deployment.url}/health", timeout=max(timeout, STARTUP_TIMEOUT_S))
             if ready_path != "/health":
                 process.wait_for_http(f"{deployment.url}{ready_path}", timeout=timeout)
         except BaseException:

@@ -135,8 +135,8 @@ class _SeededSampler:
 
     ``generate`` samples with ``torch.multinomial`` from the process-wide generator, which every
     concurrent request advances: no seed could pin an answer. This logits processor, last in the
-    list, draws the next token from the softmax of the (temperature- and top-p-warped) scores with
-    the request's generator and leaves only that token finite, so greedy selection takes it.
+    list, draws the next token from the softmax of the warped scores with the request's generator
+    and leaves only that token finite, so greedy selection takes it.
     """
 
     def __init__(self, generator: Any) -> None:
@@ -150,27 +150,49 @@ class _SeededSampler:
         return torch.full_like(scores, float("-inf")).scatter_(-1, chosen, 0.0)
 
 
-def _decoding(params: Params, device: Any) -> dict[str, Any]:
+LIBRARY_TOP_K = 50  # what transformers' generate applies when sampling and the model sets no top_k
+
+
+def _decoding(params: Params, model: Any) -> dict[str, Any]:
     """``generate`` arguments: greedy for temperature 0, else sampling seeded per request.
 
-    Sampling runs as greedy decoding over the library's own temperature and top-p warpers plus
-    :class:`_SeededSampler`, so the distribution is exactly ``do_sample``'s and the seed is this
-    request's alone.
+    Sampling runs as greedy decoding over the library's own warpers, built as ``do_sample`` builds
+    them and in its order (the request's temperature, the model's top-k or the library's 50, the
+    request's top-p, the model's min-p and typical-p), then :class:`_SeededSampler`: the distribution
+    is ``do_sample``'s, and the seed is this request's alone. (The rarely set top-h, epsilon and eta
+    cutoffs of a model's generation config are not applied.)
     """
     import torch
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
 
     greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     if params.temperature <= 0:
         return greedy
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=model.device)
     if params.seed is None:
         generator.seed()  # a fresh non-deterministic seed: unseeded sampling stays random
     else:
         generator.manual_seed(params.seed)
-    processors = [TemperatureLogitsWarper(params.temperature)]
+    config = model.generation_config
+    top_k = LIBRARY_TOP_K if config.top_k is None else config.top_k
+    processors: list[Any] = []
+    if params.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(params.temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k))
     if params.top_p < 1.0:
         processors.append(TopPLogitsWarper(params.top_p))
+    if config.min_p is not None:
+        processors.append(MinPLogitsWarper(config.min_p))
+    if config.typical_p is not None and config.typical_p < 1.0:
+        processors.append(TypicalLogitsWarper(config.typical_p))
     processors.append(_SeededSampler(generator))
     return {**greedy, "logits_processor": LogitsProcessorList(processors)}
 
@@ -195,7 +217,7 @@ def generate(prompt: Prompt, params: Params, *, streamer: _TextStreamer | None =
     admitted = started if admitted is None else admitted
     loaded, cancel = prompt.model, cancel or threading.Event()
     tokenizer, model = loaded.tokenizer, loaded.model
-    decoding = _decoding(params, model.device)
+    decoding = _decoding(params, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     try:
         with torch.inference_mode():
@@ -234,7 +256,7 @@ class Generator:
                  on_abandoned: Callable[[], None] = lambda: None) -> None:
         """``on_completion`` sees every generation that ends, as it ends (in its thread, before its
         client is told), one cut short because its client left included; ``on_abandoned`` hears of
-        each request whose client left while it waited, so that it never ran."""
+        each request that never ran: its stream was closed while it waited, or the pool shut down."""
         self.max_concurrency, self.max_queue, self.retry_after_s = max_concurrency, max_queue, retry_after_s
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -278,8 +300,8 @@ class Generator:
         except BaseException:
             self._release()
             raise
+        future.add_done_callback(self._observe)  # first: once the depth is 0, every generation is counted
         future.add_done_callback(self._release)
-        future.add_done_callback(self._observe)
         return future
 
     def _observe(self, future: Future) -> None:
