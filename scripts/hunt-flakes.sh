@@ -9,7 +9,8 @@
 # HUNT_PYTHON is the interpreter (default .venv/bin/python), HUNT_RUN_TIMEOUT the longest a run may take.
 # Offline, set WINE_QUALITY_DATA_DIR to the UCI CSVs first (as for make test).
 # Results: build/hunt/summary.txt, one JUnit XML and one log per run. Never run two hunts (or a hunt
-# and the test suite) at once: the cleanup tests stop the workshop's processes of this user.
+# and the test suite) at once: the cleanup tests remove every container of the images' base, and the
+# runs would share the cores the figures assume.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
