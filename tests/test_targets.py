@@ -82,12 +82,12 @@ def test_a_picked_port_that_another_program_takes_first_is_replaced(model_dir, m
     """free_port() can only say a port is free *now*: one taken before the service binds it is no failure."""
     import socket
 
-    from workshop import targets
+    from workshop import process
 
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         taken = squatter.getsockname()[1]
         picks = iter([taken, free_port()])
-        monkeypatch.setattr(targets, "free_port", lambda: next(picks))
+        monkeypatch.setattr(process, "free_port", lambda: next(picks))
         target = get_target("local")
         try:
             deployment = target.deploy_wine(model_dir)

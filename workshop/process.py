@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -31,20 +32,34 @@ class ProcessError(RuntimeError):
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now.
 
-    Only *now*: another program may take it before the server binds it (see :func:`port_was_taken`).
+    Only *now*: another program may take it before the server binds it (see :func:`on_a_free_port`).
     """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+T = TypeVar("T")
 PORT_ATTEMPTS = 3  # how many free ports to try when each is taken before the server binds it
 
 
-def port_was_taken(error: ProcessError) -> bool:
-    """Whether a process failed because its port was bound by someone else first (then try another)."""
+def _port_was_taken(error: ProcessError) -> bool:
     message = str(error).lower()
     return "address already in use" in message or "errno 98" in message
+
+
+def on_a_free_port(start: Callable[[int], T], port: int = 0) -> T:
+    """``start(port)``; with ``port`` 0, on a port picked by :func:`free_port`, and on a new pick when
+    another program bound the last one before the server could (up to ``PORT_ATTEMPTS`` picks)."""
+    if port:
+        return start(port)
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return start(free_port())
+        except ProcessError as error:
+            if attempt == PORT_ATTEMPTS - 1 or not _port_was_taken(error):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

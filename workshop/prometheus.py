@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 from prometheus_api_client import PrometheusConnect
 
-from workshop.process import PORT_ATTEMPTS, ManagedProcess, ProcessError, free_port, port_was_taken
+from workshop.process import ManagedProcess, ProcessError, on_a_free_port
 
 INSTALL_HINT = (
     "Install Prometheus: on Debian/Ubuntu `sudo apt-get install prometheus`, on macOS `brew install prometheus`, "
@@ -141,16 +141,7 @@ class LocalPrometheus:
         """
         if self.running:
             return self
-        if self.port:
-            return self._start_on(self.port, timeout)
-        for attempt in range(PORT_ATTEMPTS):  # a picked port that another program binds first: pick again
-            try:
-                return self._start_on(free_port(), timeout)
-            except ProcessError as error:
-                self.port = 0
-                if attempt == PORT_ATTEMPTS - 1 or not port_was_taken(error):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return on_a_free_port(lambda port: self._start_on(port, timeout), self.port)
 
     def _start_on(self, port: int, timeout: float) -> LocalPrometheus:
         binary = find_prometheus(self.binary)

@@ -20,7 +20,7 @@ import yaml
 from workshop.loadtest import LoadTestResult, run_load_test
 from workshop.observability.alerts import workshop_rules
 from workshop.paths import project_root
-from workshop.process import PORT_ATTEMPTS, ManagedProcess, ProcessError, free_port, port_was_taken
+from workshop.process import ManagedProcess, ProcessError, on_a_free_port
 from workshop.prometheus import LocalPrometheus
 
 TARGETS = ("local", "kubernetes")
@@ -109,14 +109,8 @@ class LocalTarget:
 
         With ``port`` 0 a free port is picked; if another program binds it first, another one is tried.
         """
-        for attempt in range(PORT_ATTEMPTS):
-            try:
-                return self._start_on(name, env, port=port or free_port(), ready_path=ready_path, timeout=timeout,
-                                      track=track)
-            except ProcessError as error:
-                if port or attempt == PORT_ATTEMPTS - 1 or not port_was_taken(error):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return on_a_free_port(lambda free: self._start_on(name, env, port=free, ready_path=ready_path,
+                                                          timeout=timeout, track=track), port)
 
     def _start_on(self, name: str, env: Mapping[str, str], *, port: int, ready_path: str, timeout: float,
                   track: bool) -> Deployment:

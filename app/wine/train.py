@@ -136,6 +136,10 @@ class CandidateResult:
             return None
         return self.onnx_latency_ms <= LATENCY_BUDGET_MS and self.onnx_batch_ms <= BATCH_BUDGET_MS
 
+    def row(self) -> dict:
+        """Every field and the budget verdict: one row of the comparison (table and model card)."""
+        return {**asdict(self), "within_latency_budget": self.within_latency_budget}
+
 
 def evaluate(name: str, model: RegressorMixin, data: Split) -> tuple[CandidateResult, bytes | None]:
     predictions = np.clip(model.predict(data.X_test), *QUALITY_RANGE)
@@ -219,8 +223,7 @@ class TrainingReport:
 
     def table(self) -> pd.DataFrame:
         """The comparison as a frame, one row a candidate."""
-        rows = [{**asdict(r), "within_latency_budget": r.within_latency_budget} for r in self.results]
-        return pd.DataFrame(rows).set_index("name")
+        return pd.DataFrame([r.row() for r in self.results]).set_index("name")
 
 
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
@@ -262,7 +265,7 @@ def train(
         "latency_budget_ms": LATENCY_BUDGET_MS,
         "batch_budget_ms": {"rows": BATCH_ROWS, "ms": BATCH_BUDGET_MS},
         "within_latency_budget": best.within_latency_budget,
-        "comparison": [{**asdict(r), "within_latency_budget": r.within_latency_budget} for r in results],
+        "comparison": [r.row() for r in results],
         "data": {"source": data.source, "sha256": data.combined_sha256, "files": data.sha256,
                  "rows": len(data.frame), "train_rows": len(parts.X_train), "test_rows": len(parts.X_test),
                  "split": {"test_size": TEST_SIZE, "seed": SEED, "stratify": "color"}},
