@@ -54,7 +54,7 @@ workshop: $(STAMP) system-deps
 	$(BIN)/python -m workshop.run_notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . && $(BIN)/actionlint -shellcheck=$(BIN)/shellcheck .github/workflows/*.yml
 
 test: $(STAMP) $(CHECKOV_STAMP) system-deps lint
 	$(BIN)/python -m pytest -m "not cluster" $(NBVAL) tests notebooks

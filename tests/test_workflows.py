@@ -1,0 +1,69 @@
+"""The GitHub Actions workflows: actionlint (with shellcheck on the run: scripts) passes on each, and the
+cluster workflow runs the workshop on a kind cluster and keeps what it produced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+
+WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
+VENV_BIN = Path(sys.executable).parent
+ACTIONLINT = VENV_BIN / "actionlint"
+SHELLCHECK = VENV_BIN / "shellcheck"
+
+
+def test_there_are_workflows():
+    names = {workflow.name for workflow in WORKFLOWS}
+    assert {"ci.yml", "cluster.yml"} <= names
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
+def test_actionlint_passes(workflow: Path):
+    # actionlint skips shellcheck silently when it cannot find it: make sure it is there to run.
+    assert ACTIONLINT.is_file() and SHELLCHECK.is_file(), "actionlint and shellcheck come with the dev extra"
+    done = subprocess.run(
+        [str(ACTIONLINT), "-no-color", f"-shellcheck={SHELLCHECK}", str(workflow.relative_to(PROJECT_ROOT))],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, f"actionlint on {workflow.name}:\n{done.stdout}{done.stderr}"
+
+
+def _cluster_steps() -> list[dict]:
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "cluster.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == "ubuntu-24.04" and job["timeout-minutes"] == 120
+    return job["steps"]
+
+
+def test_cluster_workflow_runs_on_every_change_and_by_hand():
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "cluster.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads the key `on` as true
+    assert triggers["push"] == {"branches": ["main"]}
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+
+
+def test_cluster_workflow_creates_the_kind_cluster_the_workshop_loads_its_images_into():
+    steps = _cluster_steps()
+    (kind,) = [step for step in steps if step.get("uses", "").startswith("helm/kind-action@v")]
+    assert kind["with"]["cluster_name"] == "workshop"  # context kind-workshop
+    assert any(step.get("uses", "").startswith("azure/setup-helm@v") for step in steps)
+
+
+def test_cluster_workflow_runs_the_workshop_then_the_cluster_tests():
+    runs = [step.get("run", "").strip() for step in _cluster_steps()]
+    assert "make workshop TARGET=kubernetes" in runs and "make test-cluster" in runs
+    assert runs.index("make workshop TARGET=kubernetes") < runs.index("make test-cluster")
+
+
+def test_cluster_workflow_uploads_build_always():
+    steps = _cluster_steps()
+    (upload,) = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"].rstrip("/") == "build"
+    assert upload["if"] == "always()"
+    assert steps[-1] is upload
