@@ -5,8 +5,9 @@ loading, authentication headers, URL building, (de)serialisation and error statu
 cluster sees. The test plays the cluster's controllers: it creates pods, events and logs, and patches
 Deployment and Job statuses through the API while the target waits.
 
-kmock 0.8 stores objects and answers CRUD; what it lacks is added in :class:`tests.kube_emulator.WorkshopEmulator`, and is
-therefore verified only on a real cluster (tests/test_cluster.py): server-side apply's field merging
+kmock 0.8 stores objects and answers CRUD; what it lacks is added in
+:class:`tests.kube_emulator.WorkshopEmulator`, and is therefore verified only on a real cluster
+(tests/test_cluster.py): server-side apply's field merging
 (kmock merges dicts; the emulator only makes apply create missing objects), paths of cluster-scoped
 Namespaces, CRD discovery (modelled by a flag), label and field selectors (kmock ignores them, so the
 target filters again itself), pod logs as text, and port-forwarding (kmock has no websocket:
@@ -44,7 +45,7 @@ from workshop.k8s.errors import (
     RolloutError,
     ToolMissingError,
 )
-from workshop.k8s.rollout import rollout_state
+from workshop.k8s.rollout import rollout_state, wait_for_rollout
 from workshop.k8s.target import KubernetesTarget
 from workshop.loadtest import AGGREGATED, LoadTestError, load_results
 from workshop.process import free_port
@@ -273,7 +274,8 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     assert answer.json() == {"status": "ok", "path": "/health"}
     assert emulator.handler.forwarded == [(NAMESPACE, "wine-abc", 8000)], (
         "Service port 80 -> targetPort http -> container port 8000 of a ready pod")
-    assert "deployment/wine" in capsys.readouterr().err
+    progress = capsys.readouterr().out
+    assert "deployment/wine: 1 of 2 updated replicas are available\n" in progress and "\r" not in progress
     for kind in ("services", "poddisruptionbudgets", "horizontalpodautoscalers"):
         assert emulator.stored(kind, NAMESPACE, "wine"), kind
     assert {m["kind"] for m in target.skipped} == {"ServiceMonitor", "PrometheusRule"}, (
@@ -319,6 +321,32 @@ def test_rollout_rules_follow_kubectl():
     assert rollout_state(deployment(updated=1))[1] == "1 of 2 new replicas have been updated"
     assert rollout_state(deployment(total=3))[1] == "1 old replicas are pending termination"
     assert rollout_state(deployment(available=1))[1] == "1 of 2 updated replicas are available"
+
+
+def test_rollout_progress_is_one_plain_line_per_state_and_one_when_done(capsys):
+    """Lines an executed notebook keeps as they are: no carriage return redrawing a bar."""
+    def read(updated: int, available: int) -> client.V1Deployment:
+        return client.V1Deployment(
+            metadata=client.V1ObjectMeta(generation=1),
+            spec=client.V1DeploymentSpec(replicas=2, selector=client.V1LabelSelector(),
+                                         template=client.V1PodTemplateSpec()),
+            status=client.V1DeploymentStatus(observed_generation=1, updated_replicas=updated, replicas=2,
+                                             available_replicas=available))
+
+    reads = iter([read(2, 1), read(2, 1), read(2, 1), read(2, 2)])
+    cluster = type("Cluster", (), {"apps": type("Apps", (), {
+        "read_namespaced_deployment": staticmethod(lambda name, namespace: next(reads))})()})()
+    wait_for_rollout(cluster, NAMESPACE, "wine", interval=0, fail_fast=False)
+    printed = capsys.readouterr()
+    assert printed.out.splitlines() == [
+        "deployment/wine: 1 of 2 updated replicas are available",
+        "deployment/wine: 2 of 2 replicas available",
+        "deployment/wine: successfully rolled out",
+    ]
+    assert "\r" not in printed.out + printed.err
+    reads = iter([read(2, 2)])
+    wait_for_rollout(cluster, NAMESPACE, "wine", interval=0, fail_fast=False, progress=False)
+    assert capsys.readouterr().out == ""
 
 
 def _failed_deploy(emulator: Emulator, target: KubernetesTarget, timeout: float = 60) -> RolloutError:

@@ -1,10 +1,14 @@
-"""Waiting for a Deployment like ``kubectl rollout status``, with a progress bar and a useful failure.
+"""Waiting for a Deployment like ``kubectl rollout status``, with progress lines and a useful failure.
 
 The rules are kubectl's (``DeploymentStatusViewer``): the controller must have seen the latest spec
 (observedGeneration), every replica must run the new template (updatedReplicas), old ones must be gone
 (status.replicas), and the new ones available. A pod stuck in a state that will not cure itself
 (ImagePullBackOff, CrashLoopBackOff...) ends the wait at once instead of at the timeout, with the
 pods' reasons, events, log tails and a hint.
+
+Progress is one plain line on stdout each time the rollout's state text changes, and one when it is done,
+as ``kubectl rollout status`` prints it: no carriage returns redrawing a bar, so an executed notebook keeps a
+readable record of what happened.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import time
 from collections.abc import Callable
 
 from kubernetes import client
-from tqdm import tqdm
 
 from workshop.k8s import diagnose
 from workshop.k8s.errors import RolloutError
@@ -49,28 +52,29 @@ def wait_for_rollout(
     explain a failure, so waiting costs two requests a poll.
     """
     deadline = clock() + timeout
-    bar = tqdm(total=None, desc=f"deployment/{name}", unit="replica", disable=not progress, leave=True)
-    last = "not read yet"
-    try:
-        while True:
-            deployment = cluster.apps.read_namespaced_deployment(name, namespace)
-            done, last = rollout_state(deployment)
-            wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
-            bar.total = wanted
-            bar.n = min(wanted, (deployment.status.available_replicas or 0) if deployment.status else 0)
-            bar.set_postfix_str(last)
-            if done:
-                return deployment
-            if fail_fast:
-                unready = _unready(cluster, namespace, deployment)
-                if any(diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0]) for pod in unready):
-                    raise _error(cluster, namespace, name, f"failed: {last}", unready)
-            if clock() >= deadline:
-                raise _error(cluster, namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
-                             _unready(cluster, namespace, deployment))
-            time.sleep(interval)
-    finally:
-        bar.close()
+    shown = ""
+
+    def say(line: str) -> None:
+        if progress:
+            print(f"deployment/{name}: {line}", flush=True)
+
+    while True:
+        deployment = cluster.apps.read_namespaced_deployment(name, namespace)
+        done, last = rollout_state(deployment)
+        if last != shown:
+            say(last)
+            shown = last
+        if done:
+            say("successfully rolled out")
+            return deployment
+        if fail_fast:
+            unready = _unready(cluster, namespace, deployment)
+            if any(diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0]) for pod in unready):
+                raise _error(cluster, namespace, name, f"failed: {last}", unready)
+        if clock() >= deadline:
+            raise _error(cluster, namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
+                         _unready(cluster, namespace, deployment))
+        time.sleep(interval)
 
 
 def _unready(cluster, namespace: str, deployment: client.V1Deployment) -> list[client.V1Pod]:
