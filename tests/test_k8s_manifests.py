@@ -610,7 +610,7 @@ def test_tmp_is_the_writable_folder(manifests: list[Manifest]) -> None:
 def test_image_port_and_probes(manifests: list[Manifest]) -> None:
     spec = one(manifests, "Deployment", "wine")["spec"]
     container = spec["template"]["spec"]["containers"][0]
-    assert spec["replicas"] == 2
+    assert "replicas" not in spec, "the HPA owns the replica count"
     assert (container["image"], container["imagePullPolicy"]) == ("wine-service:latest", "IfNotPresent")
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe, path in PROBE_PATHS.items():
@@ -706,9 +706,19 @@ def test_the_hpa_scales_the_deployment_on_cpu(manifests: list[Manifest]) -> None
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", "wine")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
-    assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"]
+    assert "replicas" not in deployment["spec"], "the HPA's minReplicas is the count; a second one would fight it"
     [metric] = hpa["spec"]["metrics"]
     assert (metric["resource"]["name"], metric["resource"]["target"]["type"]) == ("cpu", "Utilization")
+
+
+@pytest.mark.parametrize("folder", WORKLOAD_ENTRY_POINTS, ids=folder_id)
+def test_no_deployment_an_hpa_scales_sets_its_replicas(folder: Path) -> None:
+    """Every re-apply would reset the count the HPA (or a learner's scale()) chose: the field stays out."""
+    rendered = render(folder)
+    for hpa in (m for m in rendered if m["kind"] == "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        if ref["kind"] == "Deployment":
+            assert "replicas" not in one(rendered, "Deployment", ref["name"])["spec"], name_of(hpa)
 
 
 def test_the_pdb_and_deployment_select_the_pods(manifests: list[Manifest]) -> None:

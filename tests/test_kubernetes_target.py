@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -723,6 +724,32 @@ def test_scaling_raises_the_autoscalers_minimum_and_waits_for_the_pods(emulator,
     assert scaling.result(timeout=60) == 6
     with pytest.raises(ValueError, match="at least 1"):
         target.scale("wine", 0)
+
+
+def test_no_apply_sends_a_replica_count_the_hpa_owns(emulator, make_target, backend, tmp_path):
+    """A count in the deploy's or a rollout's body would undo scale(): even a manifest that sets one is cut."""
+    root = tmp_path / "k8s"
+    shutil.copytree(PROJECT_ROOT / "k8s", root)
+    manifest = root / "base" / "wine-deployment.yaml"
+    manifest.write_text(manifest.read_text().replace("\nspec:\n", "\nspec:\n  replicas: 2\n", 1))
+    target = make_target(manifests_root=root)
+    _deployed_wine(emulator, target, backend)
+    set_rollout(emulator, "wine", replicas=3, updated=3, available=3)
+    target.roll_out("wine", log_level="DEBUG", timeout=60)
+    bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine") if "/status" not in str(r.url)]
+    assert len(bodies) == 2 and all("replicas" not in body["spec"] for body in bodies)
+    assert emulator.stored("horizontalpodautoscalers", NAMESPACE, "wine")["spec"]["minReplicas"] == 2
+
+
+def test_only_deployments_an_hpa_scales_lose_their_replica_count():
+    objects = [
+        {"kind": "Deployment", "metadata": {"name": "wine"}, "spec": {"replicas": 2}},
+        {"kind": "Deployment", "metadata": {"name": "locust-worker"}, "spec": {"replicas": 3}},
+        {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "wine"},
+         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "wine"}}},
+    ]
+    manifests.without_autoscaled_replicas(objects)
+    assert [o["spec"].get("replicas") for o in objects[:2]] == [None, 3]
 
 
 def test_a_rollout_whose_pods_never_get_ready_is_undone_and_reported(emulator, make_target, backend):

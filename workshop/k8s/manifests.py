@@ -77,6 +77,21 @@ def find(manifests: Iterable[Manifest], kind: str, name: str | None = None) -> M
     raise ManifestError(f"The manifests have no {kind} {name or ''}".rstrip())
 
 
+def without_autoscaled_replicas(objects: list[Manifest]) -> list[Manifest]:
+    """``objects`` with ``spec.replicas`` removed (in place) from every Deployment an HPA among them scales.
+
+    The HorizontalPodAutoscaler owns such a count: applying a number there would reset what it (or
+    ``scale()``) chose at every re-apply, removing pods mid-demo. With server-side apply a field that is
+    never sent is left as it is.
+    """
+    scaled = {(m["spec"]["scaleTargetRef"].get("kind"), m["spec"]["scaleTargetRef"].get("name"))
+              for m in objects if m.get("kind") == "HorizontalPodAutoscaler" and "scaleTargetRef" in m.get("spec", {})}
+    for manifest in objects:
+        if (manifest.get("kind"), manifest.get("metadata", {}).get("name")) in scaled:
+            manifest.get("spec", {}).pop("replicas", None)
+    return objects
+
+
 def containers(manifest: Manifest) -> list[dict[str, Any]]:
     return manifest["spec"]["template"]["spec"]["containers"]
 

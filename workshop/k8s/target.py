@@ -95,7 +95,13 @@ class KubernetesTarget:
     # --- namespace and manifests ---------------------------------------------------------------------
 
     def _render(self, folder: str) -> list[manifests.Manifest]:
-        return manifests.in_namespace(manifests.render(self.manifests_root / folder), self.namespace)
+        """``folder``'s objects in the target's namespace, without a replica count an HPA of theirs owns.
+
+        Every apply (the deploy, each rolling update and its undo) goes through here, so none of them resets
+        the count ``scale()`` or the HPA set.
+        """
+        objects = manifests.in_namespace(manifests.render(self.manifests_root / folder), self.namespace)
+        return manifests.without_autoscaled_replicas(objects)
 
     def _apply(self, objects: Sequence[manifests.Manifest]) -> None:
         _, skipped = apply_all(self._cluster.api_client, objects, field_manager=FIELD_MANAGER)
