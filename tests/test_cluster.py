@@ -48,7 +48,7 @@ def cluster() -> Cluster:
 def target(cluster: Cluster) -> Iterator[KubernetesTarget]:
     """A throw-away namespace; the monitoring release (shared by everything on the cluster) is left alone."""
     namespace = f"wine-test-{secrets.token_hex(3)}"
-    workshop = KubernetesTarget(namespace=namespace, cluster=cluster, shared_monitoring=True, progress=False)
+    workshop = KubernetesTarget(namespace=namespace, cluster=cluster, progress=False)
     yield workshop
     workshop.teardown()
 

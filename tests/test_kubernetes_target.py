@@ -98,8 +98,7 @@ def requires_kubectl() -> None:
 def make_target(emulator: Emulator, tmp_path: Path) -> Callable[..., KubernetesTarget]:
     def make(context: str = "kind-workshop", **options) -> KubernetesTarget:
         kubeconfig = write_kubeconfig(tmp_path / f"kubeconfig-{context}", emulator.url, context)
-        options = {"namespace": NAMESPACE, "load_image": False, "progress": False, "poll_interval": 0.05,
-                   "shared_monitoring": True, **options}
+        options = {"namespace": NAMESPACE, "load_image": False, "progress": False, "poll_interval": 0.05, **options}
         return KubernetesTarget(kubeconfig=kubeconfig, **options)
 
     requires_kubectl()
@@ -522,25 +521,35 @@ def test_rule_files_are_refused_on_the_cluster(emulator, make_target):
 
 # --- teardown --------------------------------------------------------------------------------------
 
-def test_teardown_deletes_the_namespaces_and_the_release_and_can_run_twice(emulator, make_target, tools):
+def test_teardown_deletes_only_the_learners_namespace_by_default(emulator, make_target, tools):
+    """On a cluster a class shares, one learner finishing must not take monitoring away from the others."""
     helm_calls = fake_tool(tools, "helm")
-    target = make_target(shared_monitoring=False)
+    target = make_target()
     target.prepare_namespace()
     helm.ensure_namespace(target.cluster.api_client, "monitoring")
-    assert target.teardown() == ["monitoring", NAMESPACE]
+    assert target.teardown() == [NAMESPACE]
+    assert emulator.stored("namespaces", None, NAMESPACE) is None
+    assert emulator.stored("namespaces", None, "monitoring"), "the shared monitoring namespace stays"
+    assert calls(helm_calls) == [], "the chart stays installed"
+    assert target.teardown() == [], "a second teardown finds nothing to delete and is harmless"
+
+
+def test_teardown_with_remove_monitoring_uninstalls_the_chart_and_can_run_twice(emulator, make_target, tools):
+    helm_calls = fake_tool(tools, "helm")
+    target = make_target()
+    target.prepare_namespace()
+    helm.ensure_namespace(target.cluster.api_client, "monitoring")
+    assert target.teardown(remove_monitoring=True) == ["monitoring", NAMESPACE]
     assert emulator.stored("namespaces", None, NAMESPACE) is None
     assert emulator.stored("namespaces", None, "monitoring") is None
-    assert target.teardown() == [], "a second teardown finds nothing to delete and is harmless"
+    assert target.teardown(remove_monitoring=True) == [], "a second teardown finds nothing to delete"
     uninstall = ["uninstall", "kube-prometheus-stack", "--namespace", "monitoring", "--ignore-not-found", "--wait"]
     assert calls(helm_calls) == [uninstall, uninstall]
 
 
-def test_teardown_on_a_shared_cluster_keeps_the_chart(emulator, make_target, tools):
-    helm_calls = fake_tool(tools, "helm")
-    target = make_target(shared_monitoring=True)
-    target.prepare_namespace()
-    assert target.teardown() == [NAMESPACE]
-    assert calls(helm_calls) == []
+def test_the_local_teardown_takes_the_same_keyword():
+    target = get_target("local")
+    assert target.teardown(remove_monitoring=True) is None
 
 
 # --- the load test Job -----------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class Target(Protocol):
 
     def run_load_test(self, host: str | None = None, *args: object, **kwargs: object) -> LoadTestResult: ...
 
-    def teardown(self) -> None: ...
+    def teardown(self, *, remove_monitoring: bool = False) -> list[str] | None: ...
 
 
 @dataclass
@@ -248,8 +248,12 @@ class LocalTarget:
         self.prometheus.start(timeout=timeout)
         return self.prometheus.url
 
-    def teardown(self) -> None:
-        """Stop everything this target started, Prometheus first; a second call is harmless."""
+    def teardown(self, *, remove_monitoring: bool = False) -> None:
+        """Stop everything this target started, Prometheus first; a second call is harmless.
+
+        ``remove_monitoring`` is accepted so that notebooks call one signature on every target: nothing is shared
+        locally (this target's Prometheus is its own and always stops), so it changes nothing here.
+        """
         if self.prometheus is not None:
             self.prometheus.stop()
             self.prometheus = None

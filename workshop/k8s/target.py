@@ -68,7 +68,6 @@ class KubernetesTarget:
     manifests_root: Path = field(default_factory=lambda: project_root() / "k8s")
     wine_image: str = WINE_IMAGE
     load_image: bool = True
-    shared_monitoring: bool = False  # True on a cluster several learners share: teardown keeps the chart
     progress: bool = True
     poll_interval: float = 1.0  # seconds between reads of a rollout's state
     cluster: Cluster | None = None
@@ -319,10 +318,13 @@ class KubernetesTarget:
 
     # --- teardown ------------------------------------------------------------------------------------
 
-    def teardown(self, *, wait: bool = True, timeout: float = 180.0) -> list[str]:
-        """Close port-forwards, delete the namespace, uninstall the chart (unless shared); returns what was deleted.
+    def teardown(self, *, remove_monitoring: bool = False, wait: bool = True, timeout: float = 180.0) -> list[str]:
+        """Close port-forwards and delete the target's namespace; returns the namespaces deleted.
 
-        Idempotent: what is already gone is skipped, so a second call (or one in a fresh kernel) is harmless.
+        kube-prometheus-stack and its ``monitoring`` namespace serve every learner of the cluster, so they stay
+        unless ``remove_monitoring`` (the last one out, or a laptop cluster of one's own) uninstalls the chart and
+        deletes that namespace too. Idempotent: what is already gone is skipped, so a second call (or one in a
+        fresh kernel) is harmless.
         """
         while self.deployments:
             self.deployments.pop().stop()
@@ -330,7 +332,7 @@ class KubernetesTarget:
             self.prometheus_forward.close()
             self.prometheus_forward = None
         deleted = []
-        if not self.shared_monitoring:
+        if remove_monitoring:
             if shutil.which("helm") is not None:  # without helm, nothing was installed with it from here
                 helm.run_helm(helm.uninstall_command())
             if self._delete_namespace(helm.NAMESPACE):
