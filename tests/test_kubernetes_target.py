@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.conftest import PROJECT_ROOT
@@ -202,6 +203,37 @@ def test_get_target_connects_through_the_kubeconfig(emulator, tmp_path):
     assert (target.name, target.namespace, target.cluster.context) == ("kubernetes", "learner-3", "kind-workshop")
     version = emulator.requests("GET", "/version")
     assert version and version[0].headers["Authorization"] == "Bearer learner-token"
+
+
+# --- timings ---------------------------------------------------------------------------------------
+
+def test_the_cluster_timings_follow_the_manifests(emulator, make_target, tmp_path):
+    target = make_target()
+    base = PROJECT_ROOT / "k8s" / "base"
+    monitor = yaml.safe_load((base / "wine-servicemonitor.yaml").read_text())
+    deployment = yaml.safe_load((base / "wine-deployment.yaml").read_text())
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    timings = target.timings
+    assert f"{timings.scrape_interval_s:.0f}s" == monitor["spec"]["endpoints"][0]["interval"] == "15s"
+    assert timings.failed_rollout_timeout_s == 60 + 2 * probe["periodSeconds"] * probe["failureThreshold"] == 90
+    assert (timings.rollout_timeout_s, timings.alert_timeout_s) == (300, 300)
+    assert (timings.rate_window, timings.scrape_wait_s) == ("60s", 45)
+
+    root = tmp_path / "k8s"
+    shutil.copytree(PROJECT_ROOT / "k8s", root)
+    edit = root / "base" / "wine-deployment.yaml"
+    edit.write_text(edit.read_text().replace("            periodSeconds: 5\n            timeoutSeconds: 2\n"
+                                             "            failureThreshold: 3\n",
+                                             "            periodSeconds: 10\n            timeoutSeconds: 2\n"
+                                             "            failureThreshold: 6\n"))
+    edit = root / "base" / "wine-servicemonitor.yaml"
+    edit.write_text(edit.read_text().replace("      interval: 15s\n", ""))
+    edit = root / "monitoring" / "values.yaml"
+    edit.write_text(edit.read_text().replace("    scrapeInterval: 15s", "    scrapeInterval: 30s"))
+    changed = make_target(manifests_root=root).timings
+    assert changed.scrape_interval_s == 30, "without the monitor's own interval, the chart's applies"
+    assert changed.failed_rollout_timeout_s == 60 + 2 * 10 * 6
+    assert changed.rate_window == "120s"
 
 
 # --- namespace, quota and server-side apply --------------------------------------------------------

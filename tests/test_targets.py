@@ -13,8 +13,8 @@ import yaml
 
 from workshop.client import ServiceError, WineClient, metrics_frame
 from workshop.process import ProcessError, free_port
-from workshop.prometheus import INSTALL_HINT, prometheus_config, query
-from workshop.targets import RolloutFailedError, TargetUnavailableError, get_target
+from workshop.prometheus import INSTALL_HINT, LocalPrometheus, prometheus_config, query
+from workshop.targets import RolloutFailedError, TargetUnavailableError, Timings, duration_s, get_target
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,23 @@ def test_deploy_without_waiting_for_readiness_shows_an_unready_service(tmp_path)
         assert not WineClient(deployment.url).ready()
     finally:
         target.teardown()
+
+
+def test_the_local_timings_follow_the_local_prometheus(monkeypatch):
+    timings = get_target("local").timings
+    assert timings.scrape_interval_s == duration_s(LocalPrometheus.interval) == 1
+    assert (timings.rollout_timeout_s, timings.failed_rollout_timeout_s, timings.alert_timeout_s) == (60, 10, 90)
+    assert (timings.rate_window, timings.scrape_wait_s) == ("4s", 3)
+    monkeypatch.setattr(LocalPrometheus, "interval", "2s")
+    assert get_target("local").timings.rate_window == "8s", "read from the local Prometheus, not a second literal"
+
+
+def test_rate_windows_span_four_scrapes_and_waits_three():
+    assert Timings(15, 300, 90, 300).rate_window == "60s" and Timings(15, 300, 90, 300).scrape_wait_s == 45
+    assert Timings(0.5, 1, 1, 1).rate_window == "2s" and Timings(2.5, 1, 1, 1).rate_window == "10s"
+    assert [duration_s(t) for t in ("15s", "1m30s", "500ms", "2h")] == [15, 90, 0.5, 7200]
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        duration_s("15 seconds")
 
 
 def test_an_unknown_target_lists_the_known_ones():

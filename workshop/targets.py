@@ -8,6 +8,8 @@ the cluster of the current kubeconfig.
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,11 +30,56 @@ SERVICE_APPS = {"wine": "app.wine.api:app", "llm": "app.llm.api:app"}
 SERVICE_ENV_PREFIX = {"wine": "WINE_", "llm": "LLM_"}
 # How long a local service process may take to answer /health at all, before any readiness timeout counts.
 STARTUP_TIMEOUT_S = 120.0
+LOCAL_ROLLOUT_TIMEOUT_S = 60.0
+LOCAL_FAILED_ROLLOUT_TIMEOUT_S = 10.0  # a replica without a model answers /ready 503 within a second of starting
+LOCAL_ALERT_TIMEOUT_S = 90.0  # the demo's shortened holds plus rule evaluations every second
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def settings_env(service: str, settings: Mapping[str, object]) -> dict[str, str]:
     """Settings by field name as the service's variables: ``max_batch_size`` -> ``WINE_MAX_BATCH_SIZE``."""
     return {f"{SERVICE_ENV_PREFIX[service]}{key.upper()}": str(value) for key, value in settings.items()}
+
+
+def duration_s(text: str) -> float:
+    """A Prometheus duration in seconds: ``"15s"`` -> 15.0, ``"1m30s"`` -> 90.0, ``"500ms"`` -> 0.5."""
+    text = str(text).strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 15s, 1m, 500ms)")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long things take on a target, so one notebook cell waits right on a laptop and on a cluster.
+
+    Locally Prometheus scrapes every second and a service starts in seconds; kube-prometheus-stack scrapes every
+    15 s and a pod is scheduled, started and probed first. Each target derives its numbers from its own
+    configuration (the local Prometheus, the manifests and chart values), never from a second literal.
+    """
+
+    scrape_interval_s: float  # how often Prometheus scrapes the services
+    rollout_timeout_s: float  # how long a rollout that works may take
+    failed_rollout_timeout_s: float  # long enough for new replicas to fail their readiness checks for good
+    alert_timeout_s: float  # long enough for an alert's ``for:`` hold and a few rule evaluations
+
+    @property
+    def rate_window(self) -> str:
+        """A ``rate()`` window of at least four scrape intervals (``"4s"`` at 1 s, ``"60s"`` at 15 s).
+
+        ``rate`` needs two samples in its window; four intervals keep it defined through a missed scrape.
+        """
+        return f"{math.ceil(4 * self.scrape_interval_s)}s"
+
+    @property
+    def scrape_wait_s(self) -> float:
+        """How long to wait for the next scrape to have happened: three intervals, never exactly one.
+
+        A scrape may have happened just before the change to be seen, and the next one may run late.
+        """
+        return 3 * self.scrape_interval_s
 
 
 class TargetUnavailableError(RuntimeError):
@@ -67,6 +114,7 @@ class Deployment:
 
 class Target(Protocol):
     name: str
+    timings: Timings
 
     def deploy_wine(self, model_dir: Path, *, wait_ready: bool = True, **settings: str) -> Deployment: ...
 
@@ -91,6 +139,13 @@ class LocalTarget:
     log_dir: Path | None = None
     deployments: list[Deployment] = field(default_factory=list)
     prometheus: LocalPrometheus | None = None
+
+    @property
+    def timings(self) -> Timings:
+        """The local numbers: the local Prometheus' scrape interval; processes that start and fail in seconds."""
+        interval = self.prometheus.interval if self.prometheus is not None else LocalPrometheus.interval
+        return Timings(scrape_interval_s=duration_s(interval), rollout_timeout_s=LOCAL_ROLLOUT_TIMEOUT_S,
+                       failed_rollout_timeout_s=LOCAL_FAILED_ROLLOUT_TIMEOUT_S, alert_timeout_s=LOCAL_ALERT_TIMEOUT_S)
 
     def deploy_wine(
         self, model_dir: Path, *, port: int = 0, wait_ready: bool = True, timeout: float = 60.0, **settings: str

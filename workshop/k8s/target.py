@@ -14,8 +14,10 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -23,13 +25,13 @@ from workshop.k8s import diagnose, helm, images, manifests
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
-from workshop.k8s.errors import KubernetesTargetError, RolloutError
+from workshop.k8s.errors import KubernetesTargetError, ManifestError, RolloutError
 from workshop.k8s.portforward import PortForward, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
 from workshop.paths import project_root
-from workshop.targets import Deployment, settings_env
+from workshop.targets import Deployment, Timings, duration_s, settings_env
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
@@ -37,6 +39,36 @@ NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 112
 SERVICES = (("base", "wine"), ("llm", "llm"))  # manifests folder, Deployment
 UNDO_TIMEOUT_S = 120.0  # the longest undoing a failed rollout may take (the old pods only scale back up)
 IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a pod in the same namespace
+OPERATOR_SCRAPE_INTERVAL = "30s"  # what the Prometheus operator scrapes at when neither values nor monitor say
+ROLLOUT_TIMEOUT_S = 300.0  # scheduling, pulling a loaded image, starting and probing two pods on a laptop
+POD_START_S = 60.0  # a new pod scheduled and its container started, before its readiness probe counts
+ALERT_TIMEOUT_S = 300.0  # the demo's shortened holds plus a few 15 s rule evaluations and the chart's delays
+
+
+def cluster_timings(manifests_root: Path) -> Timings:
+    """The kubernetes target's :class:`Timings`, read from the manifests under ``manifests_root``.
+
+    The scrape interval is the wine ServiceMonitor's (``base/wine-servicemonitor.yaml``) when it sets one, else
+    the chart's ``prometheus.prometheusSpec.scrapeInterval`` (``monitoring/values.yaml``). A failed rollout is
+    certain once a new pod has started (:data:`POD_START_S`) and its readiness probe failed ``failureThreshold``
+    times, with room to spare: twice ``periodSeconds x failureThreshold``.
+    """
+    base = [doc for path in sorted((manifests_root / "base").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
+    monitor = next((d for d in base if d.get("kind") == "ServiceMonitor" and d["metadata"]["name"] == "wine"), {})
+    monitor_interval = next((e["interval"] for e in monitor.get("spec", {}).get("endpoints", []) if "interval" in e),
+                            None)
+    values_path = manifests_root / "monitoring" / "values.yaml"
+    values = yaml.safe_load(values_path.read_text()) if values_path.is_file() else {}
+    chart_interval = ((values or {}).get("prometheus") or {}).get("prometheusSpec", {}).get("scrapeInterval")
+    deployment = next((d for d in base if d.get("kind") == "Deployment" and d["metadata"]["name"] == "wine"), None)
+    if deployment is None:
+        raise ManifestError(f"No Deployment wine in {manifests_root / 'base'}: the workshop's manifests are missing.")
+    probe = manifests.containers(deployment)[0].get("readinessProbe", {})
+    probing_s = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)  # the API server's defaults
+    return Timings(scrape_interval_s=duration_s(monitor_interval or chart_interval or OPERATOR_SCRAPE_INTERVAL),
+                   rollout_timeout_s=ROLLOUT_TIMEOUT_S, failed_rollout_timeout_s=POD_START_S + 2 * probing_s,
+                   alert_timeout_s=ALERT_TIMEOUT_S)
 
 
 @dataclass
@@ -85,6 +117,11 @@ class KubernetesTarget:
             )
         if self.cluster is None:
             self.cluster = connect(self.kubeconfig, self.context)
+
+    @cached_property
+    def timings(self) -> Timings:
+        """How long scrapes, rollouts and alerts take here, from the manifests (see :func:`cluster_timings`)."""
+        return cluster_timings(self.manifests_root)
 
     @property
     def _cluster(self) -> Cluster:
@@ -262,7 +299,8 @@ class KubernetesTarget:
         core = self._cluster.core
         helm.ensure_namespace(self._cluster.api_client, helm.NAMESPACE)
         helm.ensure_grafana_secret(core, helm.NAMESPACE)
-        helm.run_helm(helm.install_command(timeout_s=int(timeout)), timeout=timeout + 60)
+        values = self.manifests_root / "monitoring" / "values.yaml"  # the file timings reads the scrape interval from
+        helm.run_helm(helm.install_command(values=values, timeout_s=int(timeout)), timeout=timeout + 60)
         self.skipped = []
         self._apply(self._monitoring_objects())
         if hold_overrides:
