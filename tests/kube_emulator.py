@@ -74,6 +74,11 @@ class WorkshopEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(raw)
 
 
+    def forward_address(self, namespace: str, pod: str, port: int) -> tuple[str, int]:
+        """Where a port-forward to ``pod:port`` leads: ``forward_to`` here; a stand-in kubelet knows each pod's."""
+        assert self.forward_to is not None, "set forward_to before port-forwarding"
+        return self.forward_to
+
     async def _portforward(self, request: kmock.Request, namespace: str, pod: str) -> aiohttp.web.StreamResponse:
         """The API server's port-forward protocol (websocket, ``v4.channel.k8s.io``) to ``forward_to``.
 
@@ -82,13 +87,13 @@ class WorkshopEmulator(kmock.KubernetesEmulator):
         """
         port = int(request.params["ports"])
         self.forwarded.append((namespace, pod, port))
+        address = self.forward_address(namespace, pod, port)
         socket_ = aiohttp.web.WebSocketResponse(protocols=("v4.channel.k8s.io", "portforward.k8s.io"))
         await socket_.prepare(request._raw_request)  # kmock keeps the aiohttp request private
         opening = bytes([port & 0xFF, port >> 8])
         await socket_.send_bytes(b"\x00" + opening)
         await socket_.send_bytes(b"\x01" + opening)
-        assert self.forward_to is not None, "set forward_to before port-forwarding"
-        reader, writer = await asyncio.open_connection(*self.forward_to)
+        reader, writer = await asyncio.open_connection(*address)
 
         async def to_client() -> None:
             while data := await reader.read(65536):
@@ -108,7 +113,8 @@ class WorkshopEmulator(kmock.KubernetesEmulator):
 class Emulator:
     """The emulator served on 127.0.0.1 from a thread of its own, for the synchronous official client."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler_class: type[WorkshopEmulator] = WorkshopEmulator) -> None:
+        self.handler_class = handler_class
         self.handler: WorkshopEmulator | None = None
         self.url = ""
         self._ready = threading.Event()
@@ -117,7 +123,7 @@ class Emulator:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
-        async with WorkshopEmulator() as handler, kmock.Server(handler) as server:
+        async with self.handler_class() as handler, kmock.Server(handler) as server:
             handler.forwarded = []
             self.handler, self.url = handler, str(server.url).rstrip("/")
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
