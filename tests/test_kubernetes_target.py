@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import kmock
+import pandas as pd
 import pytest
 import yaml
 from kubernetes import client
@@ -43,6 +45,7 @@ from workshop.k8s.cluster import FIELD_MANAGER
 from workshop.k8s.errors import (
     ClusterLoadTestError,
     ImageLoadError,
+    KubernetesTargetError,
     ManifestError,
     RolloutError,
     ToolMissingError,
@@ -835,3 +838,124 @@ def test_a_successful_rollout_keeps_the_new_settings(emulator, make_target, back
     assert deployment.env["WINE_LOG_LEVEL"] == "DEBUG"
     with pytest.raises(Exception, match="deploy_llm"):
         target.roll_out("llm", default_model="x")
+
+
+# --- metrics over every replica, and the cluster as tables --------------------------------------------
+
+def add_deployment(emulator: Emulator, name: str = "wine", labels: dict | None = None) -> None:
+    labels = labels or WINE_LABELS
+    apps_api(emulator).create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": name, "image": "img"}]}}}})
+
+
+def replica_metrics(predictions: int) -> str:
+    return textwrap.dedent(f"""\
+        # HELP wine_predictions_total Predictions served.
+        # TYPE wine_predictions_total counter
+        wine_predictions_total{{endpoint="/predict"}} {predictions}.0
+        wine_predictions_created{{endpoint="/predict"}} 1.7e9
+        # HELP wine_model_info The model served.
+        # TYPE wine_model_info gauge
+        wine_model_info{{version="ridge-1"}} 1.0
+        # HELP wine_request_seconds Latency.
+        # TYPE wine_request_seconds histogram
+        wine_request_seconds_bucket{{le="0.1"}} {predictions}.0
+        wine_request_seconds_bucket{{le="+Inf"}} {predictions}.0
+        wine_request_seconds_count {predictions}.0
+        wine_request_seconds_sum {predictions / 100}
+        """)
+
+
+def test_metrics_add_up_every_ready_pod_read_through_the_pod_proxy(emulator, make_target):
+    """Through a port-forward of the Service a notebook saw one pod of two: half the traffic."""
+    add_deployment(emulator)
+    add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
+    add_pod(emulator, "wine-b", WINE_LABELS, ready=True, port=8001)
+    add_pod(emulator, "wine-new", WINE_LABELS, ready=False)
+    answers = {"wine-a:8000": replica_metrics(3), "wine-b:8001": replica_metrics(5), "wine-new:8000": "boom 1\n"}
+    emulator.handler[kmock.resource("v1/pods"), kmock.subresource("proxy/metrics")] << (
+        lambda request: answers[request.name])
+    frame = make_target().metrics("wine")
+
+    assert list(frame.columns) == ["name", "labels", "value"]
+    values = {(row["name"], tuple(row["labels"].items())): row["value"] for _, row in frame.iterrows()}
+    assert values[("wine_predictions_total", (("endpoint", "/predict"),))] == 8, "a counter: the sum"
+    assert values[("wine_request_seconds_count", ())] == 8
+    assert values[("wine_request_seconds_bucket", (("le", "0.1"),))] == 8
+    assert values[("wine_request_seconds_sum", ())] == pytest.approx(0.08)
+    assert values[("wine_model_info", (("version", "ridge-1"),))] == 1, "a gauge: the same on every pod, not a sum"
+    assert not frame["name"].str.endswith("_created").any()
+    proxied = sorted(r.name for r in emulator.requests("GET", "/proxy/metrics"))
+    assert proxied == ["wine-a:8000", "wine-b:8001"], "ready pods only, each on its container port named http"
+    assert make_target().metrics("wine", prefix="wine_model").shape == (1, 3)
+
+
+def test_metrics_without_a_ready_pod_or_a_deployment_say_what_to_do(emulator, make_target):
+    target = make_target()
+    with pytest.raises(KubernetesTargetError, match=r"no Deployment wine in namespace learner-7: deploy_wine\(\)"):
+        target.metrics()
+    add_deployment(emulator)
+    add_pod(emulator, "wine-a", WINE_LABELS, waiting="ImagePullBackOff")
+    with pytest.raises(KubernetesTargetError, match=r"no ready pod to read /metrics from.*describe\('wine'\)"):
+        target.metrics()
+
+
+def add_replicaset(emulator: Emulator, name: str, revision: int, *, desired: int, ready: int,
+                   env: dict[str, str], image: str = "wine-service:ridge-1", owner: str = "wine") -> None:
+    labels = {**WINE_LABELS, "pod-template-hash": name.rsplit("-", 1)[1]}
+    apps = apps_api(emulator)
+    apps.create_namespaced_replica_set(NAMESPACE, {
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels,
+                     "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": owner,
+                                          "uid": "u1", "controller": True}]},
+        "spec": {"replicas": desired, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{
+                "name": "wine", "image": image,
+                "env": [{"name": k, "value": v} for k, v in env.items()]
+                + [{"name": "WINE_INFERENCE_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}],
+            }]}}}})
+    apps.patch_namespaced_replica_set_status(name, NAMESPACE, {"status": {"replicas": desired, "readyReplicas": ready}})
+
+
+def test_describe_shows_pods_replicasets_with_their_differing_settings_and_the_latest_events(emulator, make_target):
+    add_deployment(emulator)
+    base = {"WINE_ENVIRONMENT": "production", "WINE_LOG_JSON": "true"}
+    add_replicaset(emulator, "wine-7d9f", 1, desired=2, ready=2, env=base)
+    add_replicaset(emulator, "wine-5c6b", 2, desired=1, ready=0, env={**base, "WINE_MAX_BATCH_SIZE": "2"})
+    add_replicaset(emulator, "llm-1a2b", 1, desired=1, ready=1, env={}, owner="llm")
+    add_pod(emulator, "wine-7d9f-a", {**WINE_LABELS, "pod-template-hash": "7d9f"}, ready=True)
+    add_pod(emulator, "wine-5c6b-x", {**WINE_LABELS, "pod-template-hash": "5c6b"}, waiting="CrashLoopBackOff",
+            restarts=4)
+    for minute in range(12):
+        core_api(emulator).create_namespaced_event(NAMESPACE, {
+            "metadata": {"name": f"e{minute}", "namespace": NAMESPACE},
+            "involvedObject": {"kind": "Pod", "name": f"wine-{minute}", "namespace": NAMESPACE},
+            "reason": "Started", "message": f"started {minute}", "type": "Normal",
+            "lastTimestamp": f"2026-01-01T10:{59 - minute:02d}:00Z"})
+
+    tables = make_target().describe("wine")
+    pods = tables["pods"].set_index("pod")
+    assert list(tables["pods"].columns) == ["pod", "ready", "status", "restarts", "replicaset"]
+    assert pods.loc["wine-7d9f-a"].tolist() == ["1/1", "Running", 0, "wine-7d9f"]
+    assert pods.loc["wine-5c6b-x"].tolist() == ["0/1", "CrashLoopBackOff", 4, "wine-5c6b"]
+    replicasets = tables["replicasets"]
+    assert list(replicasets.columns) == ["replicaset", "desired", "ready", "revision", "image", "WINE_MAX_BATCH_SIZE"]
+    assert replicasets.iloc[:, :5].values.tolist() == [["wine-7d9f", 2, 2, 1, "wine-service:ridge-1"],
+                                                       ["wine-5c6b", 1, 0, 2, "wine-service:ridge-1"]]
+    assert pd.isna(replicasets["WINE_MAX_BATCH_SIZE"][0]) and replicasets["WINE_MAX_BATCH_SIZE"][1] == "2", (
+        "the setting that changed, unset in the old ReplicaSet; the ones alike on both are left out")
+    events = tables["events"]
+    assert list(events.columns) == ["time", "object", "type", "reason", "message", "count"]
+    assert events["message"].tolist() == [f"started {m}" for m in range(9, -1, -1)], "the last 10, oldest first"
+    assert events.iloc[-1][["object", "type", "reason", "count"]].tolist() == ["Pod/wine-0", "Normal", "Started", 1]
+
+
+def test_describe_of_a_deployment_without_pods_gives_empty_tables_with_their_columns(emulator, make_target):
+    add_deployment(emulator)
+    add_replicaset(emulator, "llm-1a2b", 1, desired=1, ready=1, env={}, owner="llm")
+    tables = make_target().describe("wine")
+    assert {name: (len(t), list(t.columns)[:2]) for name, t in tables.items()} == {
+        "pods": (0, ["pod", "ready"]), "replicasets": (0, ["replicaset", "desired"]), "events": (0, ["time", "object"])}

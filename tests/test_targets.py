@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import time
 
 import httpx
@@ -12,9 +13,9 @@ import pytest
 import yaml
 
 from workshop.client import ServiceError, WineClient, metrics_frame
-from workshop.process import ProcessError, free_port
+from workshop.process import ManagedProcess, ProcessError, free_port
 from workshop.prometheus import INSTALL_HINT, LocalPrometheus, prometheus_config, query
-from workshop.targets import RolloutFailedError, TargetUnavailableError, Timings, duration_s, get_target
+from workshop.targets import Deployment, RolloutFailedError, TargetUnavailableError, Timings, duration_s, get_target
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +130,47 @@ def test_rate_windows_span_four_scrapes_and_waits_three():
     assert [duration_s(t) for t in ("15s", "1m30s", "500ms", "2h")] == [15, 90, 0.5, 7200]
     with pytest.raises(ValueError, match="not a Prometheus duration"):
         duration_s("15 seconds")
+
+
+def _static_replica(tmp_path, name: str, files: dict[str, str]) -> Deployment:
+    """A replica of ``wine`` that answers ``files`` (``metrics``, ``ready``) and 404 for the rest."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for path, text in files.items():
+        (folder / path).write_text(text)
+    port = free_port()
+    process = ManagedProcess(name, [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                    "--directory", str(folder)]).start()
+    url = f"http://127.0.0.1:{port}"
+    process.wait_for_http(f"{url}/", timeout=30)
+    return Deployment("wine", url, process)
+
+
+def _replica_metrics(predictions: int) -> str:
+    return (f"# TYPE wine_predictions_total counter\nwine_predictions_total{{endpoint=\"/predict\"}} {predictions}\n"
+            "# TYPE wine_model_info gauge\nwine_model_info{version=\"ridge-1\"} 1\n")
+
+
+def test_local_metrics_add_up_every_replica_and_describe_lists_them(tmp_path):
+    target = get_target("local")
+    try:
+        target.deployments += [_static_replica(tmp_path, "a", {"metrics": _replica_metrics(3), "ready": "ok"}),
+                               _static_replica(tmp_path, "b", {"metrics": _replica_metrics(5)})]
+        frame = target.metrics("wine")
+        assert list(frame.columns) == ["name", "labels", "value"]
+        assert dict(zip(frame["name"], frame["value"], strict=True)) == {
+            "wine_predictions_total": 8, "wine_model_info": 1}, "counters add up, gauges are every replica's own"
+        assert target.metrics("wine", prefix="wine_model")["name"].tolist() == ["wine_model_info"]
+        replicas = target.describe("wine")["replicas"]
+        assert list(replicas.columns) == ["service", "url", "pid", "ready"]
+        assert replicas["ready"].tolist() == [200, 404]
+        assert replicas["pid"].tolist() == [d.process.pid for d in target.deployments]
+        none = target.describe("llm")["replicas"]
+        assert none.empty and list(none.columns) == ["service", "url", "pid", "ready"]
+        with pytest.raises(ValueError, match="deploy it first"):
+            target.metrics("llm")
+    finally:
+        target.teardown()
 
 
 def test_an_unknown_target_lists_the_known_ones():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +68,41 @@ class WineClient:
         return metrics_frame(self._request("GET", "/metrics").text, prefix)
 
 
+COLUMNS = ["name", "labels", "value"]
+# Families whose samples add up across replicas: counts and sums of events. Gauges (model info, training
+# statistics, queue depths) and summary quantiles are a state each replica holds, not a share of a total.
+SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
+
+
+def _samples(text: str, prefix: str = "") -> Iterator[tuple[bool, str, dict[str, str], float]]:
+    """(summed across replicas, name, labels, value) of each sample; ``_created`` timestamps are left out."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(prefix) and not sample.name.endswith("_created"):
+                summed = family.type in SUMMED_TYPES and "quantile" not in sample.labels
+                yield summed, sample.name, dict(sample.labels), sample.value
+
+
 def metrics_frame(text: str, prefix: str = "") -> pd.DataFrame:
     """Parse the Prometheus text format into one row per sample."""
-    rows = [
-        {"name": sample.name, "labels": dict(sample.labels), "value": sample.value}
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith(prefix) and not sample.name.endswith("_created")
-    ]
-    return pd.DataFrame(rows, columns=["name", "labels", "value"])
+    rows = [{"name": name, "labels": labels, "value": value} for _, name, labels, value in _samples(text, prefix)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def combined_metrics_frame(texts: Iterable[str], prefix: str = "") -> pd.DataFrame:
+    """The /metrics of several replicas of one service as one frame, like :func:`metrics_frame`.
+
+    Samples of the same name and labels become one row: counters and histogram (or summary) counts and sums
+    are added up, so the frame counts the traffic of every replica; gauges and anything untyped keep the first
+    replica's value, because each replica reports the same state (``wine_model_info``, the training feature
+    means) and a sum would multiply it by the replica count. The family type comes from the ``# TYPE`` lines.
+    """
+    rows: dict[tuple[str, tuple[tuple[str, str], ...]], dict] = {}
+    for text in texts:
+        for summed, name, labels, value in _samples(text, prefix):
+            key = (name, tuple(sorted(labels.items())))
+            if key not in rows:
+                rows[key] = {"name": name, "labels": labels, "value": value}
+            elif summed:
+                rows[key]["value"] += value
+    return pd.DataFrame(list(rows.values()), columns=COLUMNS)

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+import pandas as pd
 import yaml
 
+from workshop.client import combined_metrics_frame
 from workshop.loadtest import LoadTestResult, run_load_test
 from workshop.observability.alerts import workshop_rules
 from workshop.paths import project_root
@@ -192,6 +195,41 @@ class LocalTarget:
         """The running replicas of service ``name``."""
         return [d for d in self.deployments if d.name == name and d.running]
 
+    def _running(self, name: str) -> list[Deployment]:
+        running = self.replicas(name)
+        if not running:
+            raise ValueError(f"no {name} service deployed by this target: deploy it first")
+        return running
+
+    def metrics(self, name: str = "wine", prefix: str = "") -> pd.DataFrame:
+        """The /metrics of every replica of service ``name``, summed (see :func:`combined_metrics_frame`).
+
+        Counters and histograms are the sums over the replicas, the traffic of the whole service; gauges
+        (model info, training statistics) are the first replica's value, the same on each.
+        """
+        texts = []
+        for replica in self._running(name):
+            response = httpx.get(f"{replica.url}/metrics", timeout=10)
+            response.raise_for_status()
+            texts.append(response.text)
+        return combined_metrics_frame(texts, prefix)
+
+    def describe(self, name: str = "wine") -> dict[str, pd.DataFrame]:
+        """Service ``name`` as a table: ``replicas`` (service, url, pid, ready: the status /ready answers).
+
+        A cluster shows pods, ReplicaSets and events too; locally a replica is a process, so this is all there is.
+        ``ready`` is None for a replica that does not answer.
+        """
+        rows = []
+        for replica in self.replicas(name):
+            try:
+                ready = httpx.get(f"{replica.url}/ready", timeout=5).status_code
+            except httpx.HTTPError:
+                ready = None
+            rows.append({"service": name, "url": replica.url, "pid": replica.process.pid if replica.process else None,
+                         "ready": ready})
+        return {"replicas": pd.DataFrame(rows, columns=["service", "url", "pid", "ready"])}
+
     def scale(self, name: str, replicas: int, *, timeout: float = 60.0) -> int:
         """Run ``replicas`` copies of service ``name`` (one process each, on its own port); return how many run.
 
@@ -200,9 +238,7 @@ class LocalTarget:
         """
         if replicas < 1:
             raise ValueError("replicas must be at least 1 (teardown() stops everything)")
-        current = self.replicas(name)
-        if not current:
-            raise ValueError(f"no {name} service deployed by this target: deploy it first")
+        current = self._running(name)
         while len(current) < replicas:
             current.append(self._start(name, current[0].env, ready_path="/ready", timeout=timeout))
         for extra in current[replicas:]:

@@ -83,6 +83,12 @@ def pods_for(core: client.CoreV1Api, namespace: str, selector: Mapping[str, str]
     return [pod for pod in pods if matches(pod.metadata.labels, selector)]
 
 
+def is_ready(pod: client.V1Pod) -> bool:
+    """Running with every container ready: a pod a Service sends traffic to."""
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    return bool(statuses) and pod.status.phase == "Running" and all(c.ready for c in statuses)
+
+
 def pod_reasons(pod: client.V1Pod) -> tuple[list[str], list[str]]:
     """(reasons, details) of a pod that is not ready: waiting/terminated reasons, unschedulable, not ready."""
     status = pod.status or client.V1PodStatus()

@@ -43,8 +43,7 @@ def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: i
     if chosen is None:
         raise PortForwardError(f"Service {service} has no port {port}; it has {[p.port for p in ports]}")
     pods = diagnose.pods_for(core, namespace, svc.spec.selector or {})
-    ready = [p for p in pods if p.status and p.status.phase == "Running" and (p.status.container_statuses or [])
-             and all(c.ready for c in p.status.container_statuses)]
+    ready = [p for p in pods if diagnose.is_ready(p)]
     if not ready:
         raise PortForwardError(
             f"No ready pod behind Service {service} in namespace {namespace} ({len(pods)} pods match its "

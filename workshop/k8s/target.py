@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from workshop.k8s import diagnose, helm, images, manifests
+from workshop.client import combined_metrics_frame
+from workshop.k8s import diagnose, helm, images, manifests, tables
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
@@ -69,6 +71,24 @@ def cluster_timings(manifests_root: Path) -> Timings:
     return Timings(scrape_interval_s=duration_s(monitor_interval or chart_interval or OPERATOR_SCRAPE_INTERVAL),
                    rollout_timeout_s=ROLLOUT_TIMEOUT_S, failed_rollout_timeout_s=POD_START_S + 2 * probing_s,
                    alert_timeout_s=ALERT_TIMEOUT_S)
+
+
+def _http_port(pod: client.V1Pod) -> int:
+    """The container port named ``http`` (the one the Service and the ServiceMonitor use)."""
+    for container in pod.spec.containers:
+        for port in container.ports or []:
+            if port.name == "http":
+                return port.container_port
+    raise KubernetesTargetError(f"Pod {pod.metadata.name} declares no container port named 'http'.")
+
+
+def _owned_by(replicaset: client.V1ReplicaSet, deployment: client.V1Deployment) -> bool:
+    """Whether the Deployment owns the ReplicaSet (its ownerReference, else its selector's labels)."""
+    owners = replicaset.metadata.owner_references or []
+    if owners:
+        return any(o.kind == "Deployment" and o.name == deployment.metadata.name for o in owners)
+    selector = deployment.spec.selector.match_labels or {}
+    return bool(selector) and diagnose.matches(replicaset.metadata.labels, selector)
 
 
 @dataclass
@@ -277,13 +297,52 @@ class KubernetesTarget:
         return self._deploy("llm", "llm", image=image, env=env, wait_ready=wait_ready, timeout=timeout,
                             local_port=port)
 
+    def _deployment(self, name: str) -> client.V1Deployment:
+        try:
+            return self._cluster.apps.read_namespaced_deployment(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise KubernetesTargetError(f"There is no Deployment {name} in namespace {self.namespace}: "
+                                            f"deploy_{name}() first.") from None
+            raise
+
+    def _pods(self, deployment: client.V1Deployment) -> list[client.V1Pod]:
+        return diagnose.pods_for(self._cluster.core, self.namespace, deployment.spec.selector.match_labels or {})
+
     def logs(self, name: str = "wine", lines: int = 30) -> str:
         """The last ``lines`` of each pod of Deployment ``name``, headed by the pod's name."""
-        deployment = self._cluster.apps.read_namespaced_deployment(name, self.namespace)
-        pods = diagnose.pods_for(self._cluster.core, self.namespace, deployment.spec.selector.match_labels or {})
         return "\n".join(f"--- pod {pod.metadata.name}\n"
                          + diagnose.pod_log(self._cluster.core, self.namespace, pod.metadata.name, lines=lines)
-                         for pod in pods)
+                         for pod in self._pods(self._deployment(name)))
+
+    def metrics(self, name: str = "wine", prefix: str = "") -> pd.DataFrame:
+        """The /metrics of every ready pod of Deployment ``name``, summed (see :func:`combined_metrics_frame`).
+
+        Each pod is read through the API server's pod proxy, not through the Service's port-forward, which
+        reaches one pod only: with two replicas that would show half the traffic. Counters and histograms are
+        the sums over the pods; gauges (model info, training statistics) the first pod's value.
+        """
+        ready = [pod for pod in self._pods(self._deployment(name)) if diagnose.is_ready(pod)]
+        if not ready:
+            raise KubernetesTargetError(f"Deployment {name} in namespace {self.namespace} has no ready pod to read "
+                                        f"/metrics from: wait for its rollout (target.describe({name!r}) shows why).")
+        texts = [self._cluster.core.connect_get_namespaced_pod_proxy_with_path(
+                     f"{pod.metadata.name}:{_http_port(pod)}", self.namespace, "metrics", _request_timeout=30)
+                 for pod in ready]
+        return combined_metrics_frame(texts, prefix)
+
+    def describe(self, name: str = "wine") -> dict[str, pd.DataFrame]:
+        """Deployment ``name`` as tables: ``pods``, ``replicasets`` (with the settings that differ) and ``events``.
+
+        ``events`` are the namespace's last 10, oldest first. See :mod:`workshop.k8s.tables` for the columns.
+        """
+        deployment = self._deployment(name)
+        replicasets = [rs for rs in self._cluster.apps.list_namespaced_replica_set(self.namespace).items
+                       if _owned_by(rs, deployment)]
+        events = self._cluster.core.list_namespaced_event(self.namespace).items
+        return {"pods": tables.pods_table(self._pods(deployment), name),
+                "replicasets": tables.replicasets_table(replicasets),
+                "events": tables.events_table(events)}
 
     # --- monitoring ----------------------------------------------------------------------------------
 
