@@ -16,6 +16,7 @@ target filters again itself), pod logs as text, and port-forwarding (kmock has n
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import os
@@ -959,3 +960,97 @@ def test_describe_of_a_deployment_without_pods_gives_empty_tables_with_their_col
     tables = make_target().describe("wine")
     assert {name: (len(t), list(t.columns)[:2]) for name, t in tables.items()} == {
         "pods": (0, ["pod", "ready"]), "replicasets": (0, ["replicaset", "desired"]), "events": (0, ["time", "object"])}
+
+
+# --- Grafana -----------------------------------------------------------------------------------------
+
+DASHBOARD_TITLES = [json.loads(p.read_text())["title"] for p in sorted((PROJECT_ROOT / "dashboards").glob("*.json"))]
+
+
+@pytest.fixture
+def grafana_server() -> Iterator[tuple[tuple[str, int], dict]]:
+    """A stand-in Grafana: basic auth admin/s3cret, /api/search lists ``state["titles"]`` (changed by the test)."""
+    state: dict = {"titles": [], "searches": [], "refused": 0}
+    expected = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                state["refused"] += 1
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            state["searches"].append(self.path)
+            body = json.dumps([{"title": t, "type": "dash-db"} for t in state["titles"]]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield ("127.0.0.1", server.server_address[1]), state
+    server.shutdown()
+    server.server_close()
+
+
+def install_grafana(emulator: Emulator, password: str = "s3cret") -> None:
+    """What the chart creates: the Service (port 80 -> 3000), a ready pod, and the workshop's admin Secret."""
+    core = core_api(emulator)
+    labels = {"app.kubernetes.io/name": "grafana"}
+    core.create_namespaced_service("monitoring", {
+        "metadata": {"name": helm.GRAFANA_SERVICE, "namespace": "monitoring"},
+        "spec": {"selector": labels, "ports": [{"name": "http-web", "port": 80, "targetPort": 3000}]}})
+    add_pod(emulator, "grafana-0", labels, ready=True, namespace="monitoring", port=3000)
+    encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    core.create_namespaced_secret("monitoring", {
+        "metadata": {"name": helm.GRAFANA_SECRET, "namespace": "monitoring"},
+        "data": {"admin-user": encode("admin"), "admin-password": encode(password)}})
+
+
+def test_grafana_is_forwarded_logged_in_and_waited_for_until_it_lists_the_dashboards(
+        emulator, make_target, grafana_server):
+    address, state = grafana_server
+    emulator.handler.forward_to = address
+    install_grafana(emulator)
+    state["titles"] = DASHBOARD_TITLES[:1]  # the sidecar has imported one ConfigMap entry so far
+    target = make_target()
+    asking = in_background(lambda: target.grafana(timeout=60))
+    eventually(lambda: len(state["searches"]) >= 2, what="Grafana asked again")
+    assert not asking.done(), "a dashboard is still missing"
+    state["titles"] = [*DASHBOARD_TITLES, "Kubernetes / Compute Resources"]
+    access = asking.result(timeout=60)
+
+    assert access.url == target.grafana_forward.url and (access.user, access.password) == ("admin", "s3cret")
+    assert access.dashboards == state["titles"] and set(DASHBOARD_TITLES) <= set(access.dashboards)
+    assert len(DASHBOARD_TITLES) >= 2 and state["refused"] == 0
+    assert state["searches"][-1] == "/api/search?type=dash-db"
+    assert emulator.handler.forwarded[-1] == ("monitoring", "grafana-0", 3000), "Service port 80 -> the pod's 3000"
+    assert "s3cret" not in repr(access), "the password stays out of printed output"
+    assert httpx.get(f"{access.url}/api/search", auth=("admin", "s3cret"), timeout=5).status_code == 200
+    target.teardown()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{access.url}/api/search", timeout=2)
+
+
+def test_grafana_without_the_dashboards_names_what_is_missing(emulator, make_target, grafana_server):
+    address, state = grafana_server
+    emulator.handler.forward_to = address
+    install_grafana(emulator)
+    state["titles"] = DASHBOARD_TITLES[:1]
+    with pytest.raises(KubernetesTargetError, match=rf"does not list the dashboard\(s\) '{DASHBOARD_TITLES[1]}'"):
+        make_target().grafana(timeout=0.5)
+
+
+def test_grafana_refusing_the_login_says_whose_login(emulator, make_target, grafana_server):
+    address, state = grafana_server
+    emulator.handler.forward_to = address
+    install_grafana(emulator, password="changed-since")
+    with pytest.raises(KubernetesTargetError, match=r"HTTP 401: the login of Secret monitoring/grafana-admin"):
+        make_target().grafana(timeout=0.5)
+    assert state["refused"] >= 1

@@ -173,6 +173,10 @@ def test_local_metrics_add_up_every_replica_and_describe_lists_them(tmp_path):
         target.teardown()
 
 
+def test_there_is_no_grafana_locally():
+    assert get_target("local").grafana() is None
+
+
 def test_an_unknown_target_lists_the_known_ones():
     with pytest.raises(TargetUnavailableError, match="Unknown target 'docker-swarm'; choose one of local, kubernetes"):
         get_target("docker-swarm")

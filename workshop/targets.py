@@ -85,6 +85,16 @@ class Timings:
         return 3 * self.scrape_interval_s
 
 
+@dataclass
+class GrafanaAccess:
+    """Where to open Grafana and how to log in; ``dashboards`` are the titles Grafana lists."""
+
+    url: str
+    user: str
+    password: str = field(repr=False)  # kept out of a notebook's printed output
+    dashboards: list[str] = field(default_factory=list)
+
+
 class TargetUnavailableError(RuntimeError):
     """The chosen target cannot be used here; the message says what to do instead."""
 
@@ -130,6 +140,12 @@ class Target(Protocol):
     ) -> str: ...
 
     def run_load_test(self, host: str | None = None, *args: object, **kwargs: object) -> LoadTestResult: ...
+
+    def metrics(self, name: str = "wine", prefix: str = "") -> pd.DataFrame: ...
+
+    def describe(self, name: str = "wine") -> dict[str, pd.DataFrame]: ...
+
+    def grafana(self, *, timeout: float = 120.0) -> GrafanaAccess | None: ...
 
     def teardown(self, *, remove_monitoring: bool = False) -> list[str] | None: ...
 
@@ -338,6 +354,11 @@ class LocalTarget:
         )
         self.prometheus.start(timeout=timeout)
         return self.prometheus.url
+
+    def grafana(self, *, timeout: float = 120.0) -> GrafanaAccess | None:
+        """None: there is no Grafana locally (the dashboards are JSON files in ``dashboards/``; plots show the
+        same queries). The kubernetes target returns where its Grafana is and how to log in."""
+        return None
 
     def teardown(self, *, remove_monitoring: bool = False) -> None:
         """Stop everything this target started, Prometheus first; a second call is harmless.

@@ -29,6 +29,8 @@ NAMESPACE = "monitoring"
 GRAFANA_SECRET = "grafana-admin"  # noqa: S105 - the Secret's name, not a password
 PROMETHEUS_SERVICE = f"{RELEASE}-prometheus"
 PROMETHEUS_PORT = 9090
+GRAFANA_SERVICE = f"{RELEASE}-grafana"
+GRAFANA_PORT = 80  # the chart's Service port (grafana.service.port), in front of the container's 3000
 HELM_HINT = "Install helm 3 (https://helm.sh/docs/intro/install/, e.g. `brew install helm` or the get-helm-3 script)."
 
 

@@ -9,6 +9,7 @@ their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import yaml
 from kubernetes import client
@@ -32,8 +34,9 @@ from workshop.k8s.portforward import PortForward, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
+from workshop.observability.k8s_dashboards import dashboard_files
 from workshop.paths import project_root
-from workshop.targets import Deployment, Timings, duration_s, settings_env
+from workshop.targets import Deployment, GrafanaAccess, Timings, duration_s, settings_env
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
@@ -82,6 +85,19 @@ def _http_port(pod: client.V1Pod) -> int:
     raise KubernetesTargetError(f"Pod {pod.metadata.name} declares no container port named 'http'.")
 
 
+def _grafana_dashboards(url: str, user: str, password: str) -> tuple[list[str], str]:
+    """(titles of the dashboards Grafana lists, how it answered) from its search API, with basic auth."""
+    try:
+        response = httpx.get(f"{url}/api/search", params={"type": "dash-db"}, auth=(user, password), timeout=10)
+    except httpx.HTTPError as error:
+        return [], f"no answer: {type(error).__name__}"
+    if response.status_code == 401:
+        return [], f"HTTP 401: the login of Secret {helm.NAMESPACE}/{helm.GRAFANA_SECRET} was refused"
+    if response.is_error:
+        return [], f"HTTP {response.status_code}"
+    return [item.get("title", "") for item in response.json()], f"HTTP {response.status_code}"
+
+
 def _owned_by(replicaset: client.V1ReplicaSet, deployment: client.V1Deployment) -> bool:
     """Whether the Deployment owns the ReplicaSet (its ownerReference, else its selector's labels)."""
     owners = replicaset.metadata.owner_references or []
@@ -128,6 +144,7 @@ class KubernetesTarget:
     _specs: dict[str, tuple[str, str | None, dict[str, str]]] = field(default_factory=dict, repr=False)
     skipped: list[manifests.Manifest] = field(default_factory=list)
     prometheus_forward: PortForward | None = None
+    grafana_forward: PortForward | None = None
 
     def __post_init__(self) -> None:
         if not NAMESPACE_NAME.fullmatch(self.namespace):
@@ -375,6 +392,37 @@ class KubernetesTarget:
                                               helm.PROMETHEUS_PORT).start()
         return self.prometheus_forward.url
 
+    def grafana(self, *, timeout: float = 120.0) -> GrafanaAccess:
+        """Grafana of kube-prometheus-stack on a local URL, its login, and the dashboards it lists.
+
+        The port-forward stays open until :meth:`teardown`. The workshop's dashboards (the titles of
+        ``dashboards/*.json``) arrive through the chart's sidecar, which imports the ConfigMap deployed with the
+        wine service within seconds, not at once: Grafana is asked until it lists them all, and after
+        ``timeout`` :class:`KubernetesTargetError` names the ones still missing.
+        """
+        core = self._cluster.core
+        deadline = time.monotonic() + timeout  # one deadline for the pod to be ready and the dashboards listed
+        if self.grafana_forward is None or not self.grafana_forward.open:
+            wait_for_endpoint(core, helm.NAMESPACE, helm.GRAFANA_SERVICE, helm.GRAFANA_PORT, timeout=timeout,
+                              interval=self.poll_interval)
+            self.grafana_forward = PortForward(core, helm.NAMESPACE, helm.GRAFANA_SERVICE, helm.GRAFANA_PORT).start()
+        url = self.grafana_forward.url
+        user, password = helm.grafana_credentials(core)
+        wanted = [json.loads(text)["title"] for text in dashboard_files(project_root()).values()]
+        while True:
+            listed, answer = _grafana_dashboards(url, user, password)
+            missing = [title for title in wanted if title not in listed]
+            if not missing:
+                return GrafanaAccess(url, user, password, listed)
+            if time.monotonic() >= deadline:
+                raise KubernetesTargetError(
+                    f"Grafana ({url}, {answer}) does not list the dashboard(s) {', '.join(map(repr, missing))} "
+                    f"after {timeout:.0f} s; it lists {listed}. Its sidecar imports ConfigMaps labelled "
+                    f"grafana_dashboard=1 (deployed with the wine service, k8s/monitoring/grafana-dashboards.yaml): "
+                    f"is the wine service deployed? `kubectl -n {helm.NAMESPACE} logs deploy/{helm.GRAFANA_SERVICE} "
+                    "-c grafana-sc-dashboard` shows what it imported.")
+            time.sleep(self.poll_interval)
+
     def _monitoring_objects(self) -> list[manifests.Manifest]:
         """The ServiceMonitors and PrometheusRules of every service deployed in the namespace.
 
@@ -425,9 +473,10 @@ class KubernetesTarget:
         """
         while self.deployments:
             self.deployments.pop().stop()
-        if self.prometheus_forward is not None:
-            self.prometheus_forward.close()
-            self.prometheus_forward = None
+        for forward in (self.prometheus_forward, self.grafana_forward):
+            if forward is not None:
+                forward.close()
+        self.prometheus_forward = self.grafana_forward = None
         deleted = []
         if remove_monitoring:
             if shutil.which("helm") is not None:  # without helm, nothing was installed with it from here
