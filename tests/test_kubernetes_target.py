@@ -40,6 +40,7 @@ from kubernetes import client
 
 from tests.conftest import PROJECT_ROOT
 from tests.kube_emulator import Emulator, write_kubeconfig
+from workshop import container
 from workshop.k8s import diagnose, helm, images, manifests
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.cluster import FIELD_MANAGER
@@ -103,7 +104,8 @@ def requires_kubectl() -> None:
 def make_target(emulator: Emulator, tmp_path: Path) -> Callable[..., KubernetesTarget]:
     def make(context: str = "kind-workshop", **options) -> KubernetesTarget:
         kubeconfig = write_kubeconfig(tmp_path / f"kubeconfig-{context}", emulator.url, context)
-        options = {"namespace": NAMESPACE, "load_image": False, "progress": False, "poll_interval": 0.05, **options}
+        options = {"namespace": NAMESPACE, "load_image": False, "build_images": False, "progress": False,
+                   "poll_interval": 0.05, **options}
         return KubernetesTarget(kubeconfig=kubeconfig, **options)
 
     requires_kubectl()
@@ -499,6 +501,101 @@ def test_a_failing_load_reports_the_tools_output(tools):
     fake_tool(tools, "kind", stdout="ERROR: image not present locally", code=1)
     with pytest.raises(ImageLoadError, match=r"failed \(exit 1\):\nERROR: image not present locally"):
         images.load_image("wine-service:latest", "kind-workshop")
+
+
+def logged_tool(folder: Path, name: str, log: Path, answers: dict[str, tuple[str, int]] | None = None) -> Path:
+    """An executable ``name`` appending ``[name, *argv]`` to the shared ``log``; ``answers``: {first argument:
+    (stdout, exit code)}, so the order of calls across tools can be checked."""
+    cases = "".join(f"  {arg}) printf '%s' '{out}'; exit {code};;\n" for arg, (out, code) in (answers or {}).items())
+    script = folder / name
+    record = f"python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' {name} \"$@\" >> {log}"
+    script.write_text(f"#!/bin/sh\n{record}\ncase \"$1\" in\n{cases}esac\nexit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+@pytest.fixture
+def fake_docker(tools: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """``fake_docker(images_present=, build=(stdout, code), engine=)``: a docker (WORKSHOP_DOCKER) and a kind
+    recording into one log, returned; the client's cached choice of docker is reset around the test."""
+    log = tools / "calls"
+
+    def install(*, images_present: bool = False, build: tuple[str, int] = ("", 0), engine: bool = True) -> Path:
+        answers = {"version": ("27.1.0", 0) if engine else ("", 1), "image": ("sha256:1" if images_present else "", 0),
+                   "build": build}
+        monkeypatch.setenv("WORKSHOP_DOCKER", str(logged_tool(tools, "docker", log, answers)))
+        container.docker_cli.cache_clear()
+        logged_tool(tools, "kind", log)
+        return log
+
+    yield install
+    container.docker_cli.cache_clear()
+
+
+def model_with_version(tmp_path: Path, version: str) -> Path:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model_card.json").write_text(json.dumps({"version": version}))
+    (model_dir / "model.onnx").write_bytes(b"onnx")
+    return model_dir
+
+
+def test_deploy_wine_builds_the_learners_model_into_a_versioned_image_then_loads_it(
+        emulator, make_target, fake_docker, tmp_path):
+    """On a fresh machine no wine-service image exists before notebook 03: the deploy builds the one it serves."""
+    log = fake_docker()
+    target = make_target(build_images=True, load_image=True)
+    deploying = in_background(lambda: target.deploy_wine(model_with_version(tmp_path, "ridge-1a2b3c"),
+                                                         wait_ready=False))
+    deploying.result(timeout=60)
+    recorded = calls(log)
+    build = next(i for i, argv in enumerate(recorded) if argv[:2] == ["docker", "build"])
+    load = recorded.index(["kind", "load", "docker-image", "wine-service:ridge-1a2b3c", "--name", "workshop"])
+    assert build < load, "built before it is loaded into the cluster"
+    argv = recorded[build]
+    assert argv[argv.index("--target") + 1] == "wine" and argv[argv.index("-t") + 1] == "wine-service:ridge-1a2b3c"
+    context = Path(argv[-1])
+    assert context != PROJECT_ROOT and not context.exists(), "a temporary context holding the model, removed after"
+    deployment = emulator.stored("deployments", NAMESPACE, "wine")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "wine-service:ridge-1a2b3c"
+
+
+def test_the_llm_and_locust_images_are_built_only_when_docker_lacks_them(emulator, make_target, fake_docker):
+    log = fake_docker(images_present=False)
+    target = make_target(build_images=True)
+    target.deploy_llm(wait_ready=False)
+    builds = [argv for argv in calls(log) if argv[:2] == ["docker", "build"]]
+    assert [(b[b.index("--target") + 1], b[b.index("-t") + 1], b[-1]) for b in builds] == [
+        ("llm", "ml-serving-workshop/llm-service:latest", str(PROJECT_ROOT))]
+    log.unlink()
+    fake_docker(images_present=True)
+    target.deploy_llm(wait_ready=False)
+    assert ["docker", "image", "ls", "--quiet", "ml-serving-workshop/llm-service:latest"] in calls(log)
+    assert not [argv for argv in calls(log) if argv[:2] == ["docker", "build"]], "present: no rebuild"
+
+
+def test_a_failing_build_raises_the_builds_error_before_anything_is_applied(emulator, make_target, fake_docker,
+                                                                            tmp_path):
+    fake_docker(build=("ERROR: failed to solve: pip install", 1))
+    with pytest.raises(container.ContainerError, match=r"(?s)--target locust failed \(exit 1\).*failed to solve"):
+        make_target(build_images=True).run_load_test(run_time_s=5, results_dir=tmp_path)
+    assert emulator.stored("jobs", NAMESPACE, "locust-master") is None
+
+
+def test_without_a_docker_engine_the_deploy_says_to_start_it_or_not_to_build(emulator, make_target, fake_docker,
+                                                                             tmp_path):
+    fake_docker(engine=False)
+    with pytest.raises(KubernetesTargetError, match=r"no Docker engine answers.*Start Docker.*build_images=False"):
+        make_target(build_images=True).deploy_wine(model_with_version(tmp_path, "v1"))
+    assert emulator.stored("deployments", NAMESPACE, "wine") is None
+
+
+def test_model_versions_become_tags_docker_accepts():
+    assert images.version_tag("ridge-1a2b3c") == "ridge-1a2b3c"
+    assert images.version_tag("1.0+build/7 x") == "1.0-build-7-x" and images.version_tag("..") == "model"
+    assert images.repository("wine-service:latest") == "wine-service"
+    assert images.repository("registry:5000/wine-service") == "registry:5000/wine-service"
+    assert images.repository("registry:5000/wine-service:v2") == "registry:5000/wine-service"
 
 
 # --- monitoring with helm --------------------------------------------------------------------------

@@ -174,6 +174,16 @@ def require_engine() -> Engine:
 # ----------------------------------------------------------------------------------------------- build
 
 
+def default_ca_bundle() -> Path | None:
+    """The system CA bundle (``/etc/ssl/certs/ca-certificates.crt``) when there is one, for the ``ca`` secret.
+
+    Behind a TLS-intercepting proxy pip inside the build trusts only what this bundle holds; where the file
+    does not exist (macOS, Windows) the build runs without the secret.
+    """
+    return DEFAULT_CA_BUNDLE if DEFAULT_CA_BUNDLE.is_file() else None
+
+
+
 def dockerignore_allowlist(root: Path = PROJECT_ROOT) -> list[str]:
     """The paths ``.dockerignore`` brings back with ``!``: what the Dockerfile may copy from the context."""
     lines = (root / ".dockerignore").read_text().splitlines()

@@ -9,6 +9,7 @@ both tools name their contexts (``minikube`` or the profile name; ``kind-<cluste
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +21,18 @@ REMOTE_HINT = (
     "(`docker tag IMAGE REGISTRY/IMAGE && docker push REGISTRY/IMAGE`) and deploy with image='REGISTRY/IMAGE', "
     "load_image=False."
 )
+
+
+def version_tag(version: str) -> str:
+    """A model version as an image tag (letters, digits, ``_ . -``; at most 128; not starting with ``.`` or ``-``)."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", version).lstrip(".-")[:128]
+    return tag or "model"
+
+
+def repository(image: str) -> str:
+    """``wine-service:latest`` -> ``wine-service``; a registry's port (``host:5000/wine``) is not a tag."""
+    name, _, tag = image.rpartition(":")
+    return name if name and "/" not in tag else image
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from workshop import container as docker
 from workshop.client import combined_metrics_frame
 from workshop.k8s import diagnose, helm, images, manifests, tables
 from workshop.k8s import loadtest as cluster_loadtest
@@ -136,6 +137,7 @@ class KubernetesTarget:
     manifests_root: Path = field(default_factory=lambda: project_root() / "k8s")
     wine_image: str = WINE_IMAGE
     load_image: bool = True
+    build_images: bool = True  # build each image with Docker before deploying it (see deploy_wine)
     progress: bool = True
     poll_interval: float = 1.0  # seconds between reads of a rollout's state
     cluster: Cluster | None = None
@@ -189,9 +191,12 @@ class KubernetesTarget:
     # --- services ------------------------------------------------------------------------------------
 
     def _deploy(self, folder: str, name: str, *, image: str | None, env: Mapping[str, str], wait_ready: bool,
-                timeout: float, local_port: int = 0) -> KubernetesDeployment:
+                timeout: float, local_port: int = 0, stage: str | None = None) -> KubernetesDeployment:
+        """Apply ``folder`` with ``name``'s image and settings; ``stage``: the Dockerfile target to build if missing."""
         objects = self._render(folder)
         deployment = self._with_settings(objects, name, image, env)
+        if stage is not None:
+            self._ensure_image(stage, manifests.containers(deployment)[0]["image"])
         self._specs[name] = (folder, image, dict(env))
         self.prepare_namespace()
         if self.load_image:
@@ -287,16 +292,50 @@ class KubernetesTarget:
 
     def deploy_wine(self, model_dir: Path | None = None, *, port: int = 0, wait_ready: bool = True,
                     timeout: float = 300.0, image: str | None = None, **settings: str) -> KubernetesDeployment:
-        """Apply k8s/base (the model is baked into the image), wait for the rollout, port-forward Service wine.
+        """Build the image of ``model_dir``, apply k8s/base with it, wait for the rollout, port-forward Service wine.
 
-        ``model_dir`` is accepted for the common interface; on the cluster the model is the one in the image
-        (rebuild it to change the model). ``port`` is the local end of the port-forward (0: a free one).
-        ``settings`` become ``WINE_*`` variables of the container. Without ``wait_ready`` the objects are
-        applied and no URL is given (watch the rollout yourself).
+        With ``model_dir`` (and ``build_images``) the wine image is built from that model, tagged
+        ``wine-service:<model version>`` and deployed: the model the learner trained is the one served, and
+        Docker's layer cache makes a rebuild take seconds. Without one (or with ``build_images=False``) the
+        ``wine_image`` field is deployed as it is; ``image`` deploys that image instead, unbuilt. ``port`` is
+        the local end of the port-forward (0: a free one). ``settings`` become ``WINE_*`` variables of the
+        container. Without ``wait_ready`` the objects are applied and no URL is given (watch the rollout yourself).
         """
+        if image is None and model_dir is not None and self.build_images:
+            image = self._build_wine(Path(model_dir))
         env = settings_env("wine", settings)
         return self._deploy("base", "wine", image=image or self.wine_image, env=env, wait_ready=wait_ready,
                             timeout=timeout, local_port=port)
+
+    # --- images --------------------------------------------------------------------------------------
+
+    def _require_docker(self) -> None:
+        engine = docker.engine_available()
+        if not engine:
+            raise KubernetesTargetError(
+                f"The images are built with Docker before they are deployed, and {engine.reason}. Start Docker "
+                "(minikube and kind need it anyway), or pass build_images=False with the images already in the "
+                "cluster.")
+
+    def _build_wine(self, model_dir: Path) -> str:
+        """``wine-service:<version>`` built from the model in ``model_dir`` (its model_card.json names the version)."""
+        card = model_dir / "model_card.json"
+        if not card.is_file():
+            raise KubernetesTargetError(f"{model_dir} holds no model_card.json: train a model first "
+                                        "(python -m app.wine.train --output DIR), or deploy_wine() without model_dir.")
+        tag = f"{images.repository(self.wine_image)}:{images.version_tag(json.loads(card.read_text())['version'])}"
+        self._require_docker()
+        with docker.temporary_context(model_dir) as context:
+            docker.build_image("wine", tag, Path(context), ca_bundle=docker.default_ca_bundle())
+        return tag
+
+    def _ensure_image(self, stage: str, tag: str) -> None:
+        """Build the Dockerfile's ``stage`` from the project as ``tag`` when Docker has no such image yet."""
+        if not self.build_images:
+            return
+        self._require_docker()
+        if not docker.image_exists(tag):
+            docker.build_image(stage, tag, project_root(), ca_bundle=docker.default_ca_bundle())
 
     def deploy_llm(self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
                    wait_ready: bool = True, timeout: float = 600.0, image: str | None = None,
@@ -304,7 +343,9 @@ class KubernetesTarget:
         """Apply k8s/llm (Deployment and Service ``llm``), wait for the rollout, port-forward its Service.
 
         ``settings`` become ``LLM_*`` variables (``default_model`` is ``LLM_DEFAULT_MODEL``); ``models_dir`` is
-        the folder inside the pod (``LLM_MODELS_DIR``), since a local folder does not reach the cluster.
+        the folder inside the pod (``LLM_MODELS_DIR``), since a local folder does not reach the cluster. With
+        ``build_images`` the image (``image``, else the manifest's) is built from the project first if Docker
+        does not have it.
         """
         env = settings_env("llm", settings)
         if default_model:
@@ -312,7 +353,7 @@ class KubernetesTarget:
         if models_dir is not None:
             env["LLM_MODELS_DIR"] = str(models_dir)
         return self._deploy("llm", "llm", image=image, env=env, wait_ready=wait_ready, timeout=timeout,
-                            local_port=port)
+                            local_port=port, stage="llm")
 
     def _deployment(self, name: str) -> client.V1Deployment:
         try:
@@ -449,11 +490,13 @@ class KubernetesTarget:
         """Run the Locust Job against ``host`` as seen inside the namespace (Service ``wine`` by default).
 
         Same arguments and result as on the local target; ``options`` are ``think_time_s``, ``seed``,
-        ``step_users``, ``step_seconds``, ``steps``, ``stop_timeout_s``. The HTML report stays in the pod.
+        ``step_users``, ``step_seconds``, ``steps``, ``stop_timeout_s``. The HTML report stays in the pod. With
+        ``build_images`` the Locust image is built from the project first if Docker does not have it.
         """
         host = host or IN_CLUSTER_WINE
         values = cluster_loadtest.settings(host, users, spawn_rate, run_time_s, workers, drift=drift,
                                            step_load=step_load, **options)
+        self._ensure_image("locust", image)
         if self.load_image:
             images.load_image(image, self._cluster.context)
         return cluster_loadtest.run_cluster_load_test(
