@@ -66,6 +66,24 @@ def test_wine_service_rolls_out_answers_through_a_port_forward_and_is_torn_down(
     assert target.teardown() == [], "a second teardown is harmless"
 
 
+def test_metrics_sum_every_pod_and_describe_shows_the_pods_and_their_replicaset(target):
+    """Two pods read through the pod proxy: counters add up, the model-info gauge stays 1 (not one per pod)."""
+    service = target.deploy_wine(timeout=300)
+    assert target.scale("wine", 2, timeout=300) >= 2
+    for _ in range(10):
+        assert httpx.post(f"{service.url}/predict", json=WINE, timeout=10).status_code == 200
+    frame = target.metrics("wine")
+    rows = frame[frame["name"] == "wine_input_rows_total"]
+    assert rows["value"].sum() == 10
+    assert frame.loc[frame["name"] == "wine_model_info", "value"].tolist() == [1.0]
+    tables = target.describe("wine")
+    ready = tables["pods"][tables["pods"]["ready"] == "1/1"]
+    assert len(ready) >= 2 and ready["replicaset"].nunique() == 1
+    [replicaset] = tables["replicasets"].itertuples()
+    assert replicaset.replicaset == ready["replicaset"].iloc[0] and replicaset.revision == 1
+    assert not tables["events"].empty
+
+
 def test_an_image_the_cluster_cannot_pull_is_reported_with_the_load_hint(target):
     target.load_image = False
     with pytest.raises(RolloutError) as failed:
