@@ -1,10 +1,12 @@
 """The ``kubernetes`` target: the workshop's services on the cluster of the current kubeconfig.
 
 Same interface as :class:`workshop.targets.LocalTarget` (deploy a service and get a URL, start
-monitoring and get Prometheus' URL, run a load test, tear down), built from the modules beside this
-one: manifests rendered by kustomize and moved to the learner's namespace, server-side apply, rollout
-waiting with diagnostics, port-forwarding, image loading, helm. Every learner works in a namespace of
-their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``.
+monitoring and get Prometheus' URL, read every replica's metrics, describe the service as tables, run a
+load test, tear down, and the :class:`~workshop.targets.Timings` to wait by), built from the modules beside
+this one: images built with Docker and loaded into the cluster, manifests rendered by kustomize and moved to
+the learner's namespace, server-side apply, rollout waiting with diagnostics, port-forwarding, helm. Every
+learner works in a namespace of their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``;
+the monitoring chart is shared by all of them.
 """
 
 from __future__ import annotations
