@@ -32,7 +32,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import kmock
 import pandas as pd
 import pytest
 import yaml
@@ -165,6 +164,11 @@ def set_rollout(emulator: Emulator, name: str, *, replicas: int, updated: int, a
     apps_api(emulator).patch_namespaced_deployment_status(name, namespace, {"status": {
         "observedGeneration": 1, "replicas": replicas, "updatedReplicas": updated, "availableReplicas": available,
         "readyReplicas": available}})
+
+
+def autoscale(emulator: Emulator, name: str, replicas: int) -> None:
+    """What the HPA controller does to a Deployment without spec.replicas: set it to the autoscaler's minimum."""
+    apps_api(emulator).patch_namespaced_deployment(name, NAMESPACE, {"spec": {"replicas": replicas}})
 
 
 @pytest.fixture
@@ -303,6 +307,7 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     time.sleep(0.3)
     assert not deploying.done(), "one of two replicas available is not a finished rollout"
     add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    autoscale(emulator, "wine", 2)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     service = deploying.result(timeout=60)
 
@@ -608,6 +613,7 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     deploying = in_background(lambda: deployer.deploy_wine(timeout=60))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
+    autoscale(emulator, "wine", 2)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     deploying.result(timeout=60).stop()
     assert len(deployer.skipped) == 2 and emulator.stored("servicemonitors", NAMESPACE, "wine") is None
@@ -843,6 +849,7 @@ def _deployed_wine(emulator: Emulator, target: KubernetesTarget, backend) -> Non
     deploying = in_background(lambda: target.deploy_wine(timeout=60))
     eventually(lambda: emulator.stored("deployments", NAMESPACE, "wine"), what="the Deployment")
     add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    autoscale(emulator, "wine", 2)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     deploying.result(timeout=60)
 
@@ -878,7 +885,8 @@ def test_no_apply_sends_a_replica_count_the_hpa_owns(emulator, make_target, back
     _deployed_wine(emulator, target, backend)
     set_rollout(emulator, "wine", replicas=3, updated=3, available=3)
     target.roll_out("wine", log_level="DEBUG", timeout=60)
-    bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine") if "/status" not in str(r.url)]
+    bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine")
+              if r.headers.get("Content-Type", "").startswith("application/apply-patch")]
     assert len(bodies) == 2 and all("replicas" not in body["spec"] for body in bodies)
     assert emulator.stored("horizontalpodautoscalers", NAMESPACE, "wine")["spec"]["minReplicas"] == 2
 
@@ -905,7 +913,8 @@ def test_a_rollout_whose_pods_never_get_ready_is_undone_and_reported(emulator, m
     rolling = in_background(lambda: target.roll_out("wine", model_dir="/srv/no-model", timeout=1.5))
 
     def applied_envs() -> list[dict]:
-        bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine") if "/status" not in str(r.url)]
+        bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine")
+                  if r.headers.get("Content-Type", "").startswith("application/apply-patch")]
         return [{e["name"]: e.get("value") for e in b["spec"]["template"]["spec"]["containers"][0]["env"]}
                 for b in bodies]
 
@@ -966,15 +975,45 @@ def replica_metrics(predictions: int) -> str:
         """)
 
 
-def test_metrics_add_up_every_ready_pod_read_through_the_pod_proxy(emulator, make_target):
+@pytest.fixture
+def metrics_servers() -> Iterator[Callable[[str], tuple[str, int]]]:
+    """Real HTTP servers answering GET /metrics with a given text, standing in for pods' ports."""
+    servers = []
+
+    def serve(text: str) -> tuple[str, int]:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = text.encode()
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return "127.0.0.1", server.server_address[1]
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_metrics_add_up_every_ready_pod_each_read_through_a_port_forward_of_its_own(
+        emulator, make_target, metrics_servers):
     """Through a port-forward of the Service a notebook saw one pod of two: half the traffic."""
     add_deployment(emulator)
     add_pod(emulator, "wine-a", WINE_LABELS, ready=True)
     add_pod(emulator, "wine-b", WINE_LABELS, ready=True, port=8001)
     add_pod(emulator, "wine-new", WINE_LABELS, ready=False)
-    answers = {"wine-a:8000": replica_metrics(3), "wine-b:8001": replica_metrics(5), "wine-new:8000": "boom 1\n"}
-    emulator.handler[kmock.resource("v1/pods"), kmock.subresource("proxy/metrics")] << (
-        lambda request: answers[request.name])
+    addresses = {"wine-a": metrics_servers(replica_metrics(3)), "wine-b": metrics_servers(replica_metrics(5)),
+                 "wine-new": metrics_servers("boom 1\n")}
+    emulator.handler.forward_address = lambda namespace, pod, port: addresses[pod]
     frame = make_target().metrics("wine")
 
     assert list(frame.columns) == ["name", "labels", "value"]
@@ -985,8 +1024,8 @@ def test_metrics_add_up_every_ready_pod_read_through_the_pod_proxy(emulator, mak
     assert values[("wine_request_seconds_sum", ())] == pytest.approx(0.08)
     assert values[("wine_model_info", (("version", "ridge-1"),))] == 1, "a gauge: the same on every pod, not a sum"
     assert not frame["name"].str.endswith("_created").any()
-    proxied = sorted(r.name for r in emulator.requests("GET", "/proxy/metrics"))
-    assert proxied == ["wine-a:8000", "wine-b:8001"], "ready pods only, each on its container port named http"
+    assert sorted(emulator.handler.forwarded) == [(NAMESPACE, "wine-a", 8000), (NAMESPACE, "wine-b", 8001)], (
+        "ready pods only, each on its container port named http")
     assert make_target().metrics("wine", prefix="wine_model").shape == (1, 3)
 
 

@@ -227,6 +227,9 @@ def preview_dashboard(
 ) -> Figure:
     """Each panel of the dashboard (those whose title contains one of ``only``, if given) as a subplot.
 
+    The figure's ``empty_panels`` lists the panels that drew nothing (no query returned a sample): with a
+    rate window shorter than two scrapes, every ``rate()`` panel would be one of them.
+
     ``$__rate_interval`` defaults to four steps, what Grafana uses at a 1 s scrape interval: every
     rate() window then holds several scrapes.
     """
@@ -244,8 +247,11 @@ def preview_dashboard(
     grid = figure.subplots(rows, min(columns, max(1, len(titles))), squeeze=False).ravel()
     for axes in grid[len(titles):]:
         axes.set_axis_off()
+    figure.empty_panels = []  # titles of panels none of whose queries returned a sample
     for axes, title in zip(grid, titles, strict=False):
         results = [(q, query_range(prometheus_url, q.expr, start, end, step)) for q in queries if q.panel == title]
+        if all(frame.empty for _, frame in results):
+            figure.empty_panels.append(title)
         _draw_panel(axes, results)
         axes.set_title(title, fontsize=10)
     return figure

@@ -145,6 +145,8 @@ class Target(Protocol):
 
     def describe(self, name: str = "wine") -> dict[str, pd.DataFrame]: ...
 
+    def ready_replicas(self, name: str = "wine") -> int: ...
+
     def grafana(self, *, timeout: float = 120.0) -> GrafanaAccess | None: ...
 
     def teardown(self, *, remove_monitoring: bool = False) -> list[str] | None: ...
@@ -216,6 +218,11 @@ class LocalTarget:
         if not running:
             raise ValueError(f"no {name} service deployed by this target: deploy it first")
         return running
+
+    def ready_replicas(self, name: str = "wine") -> int:
+        """How many replicas of service ``name`` answer /ready with 200 now."""
+        table = self.describe(name)["replicas"]
+        return int((table["ready"] == 200).sum())
 
     def metrics(self, name: str = "wine", prefix: str = "") -> pd.DataFrame:
         """The /metrics of every replica of service ``name``, summed (see :func:`combined_metrics_frame`).

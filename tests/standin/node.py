@@ -158,6 +158,10 @@ class Pod:
                 break
             message = (f'Failed to pull image "{self.container["image"]}": pull access denied, repository does '
                        "not exist or may require authorization (the image was never loaded into this node)")
+            if self.state.waiting[0] not in ("ErrImagePull", "ImagePullBackOff"):
+                with (self.node.state / "node" / "pull-failures.jsonl").open("a") as failures:
+                    failures.write(json.dumps({"namespace": self.namespace, "pod": self.name,
+                                               "image": self.container["image"], "at": now()}) + "\n")
             self.state.waiting = ("ErrImagePull" if self.state.waiting[0] != "ErrImagePull" else "ImagePullBackOff",
                                   message)
             self.event("Warning", "Failed", message)

@@ -11,6 +11,7 @@ without re-forwarding. Each connection is bridged by a thread copying bytes both
 from __future__ import annotations
 
 import contextlib
+import http.client
 import select
 import socket
 import threading
@@ -32,6 +33,29 @@ def open_pod_port(core: client.CoreV1Api, namespace: str, pod: str, port: int) -
     """A websocket port-forward to ``pod:port`` through the API server; the socket end to read and write."""
     forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
     return forward.socket(port)
+
+
+def http_get(core: client.CoreV1Api, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0) -> str:
+    """``GET path`` of one pod through a port-forward to it; the body (PortForwardError on a non-200 answer).
+
+    A port-forward enters the pod's network namespace through the kubelet, as ``kubectl port-forward`` does,
+    so a NetworkPolicy that admits only the pods of the namespace and the monitoring stack does not stop it
+    (the API server's pod proxy would come from the node, which such a policy may refuse).
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.sock = open_pod_port(core, namespace, pod, port)
+    connection.sock.settimeout(timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        body = response.read().decode()
+    except (OSError, http.client.HTTPException) as error:
+        raise PortForwardError(f"GET {path} of pod {pod} through a port-forward failed: {error}") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise PortForwardError(f"GET {path} of pod {pod} answered HTTP {response.status}: {body[:200]}")
+    return body
 
 
 def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: int | str | None = None

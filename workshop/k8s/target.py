@@ -33,7 +33,7 @@ from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
 from workshop.k8s.errors import KubernetesTargetError, ManifestError, RolloutError
-from workshop.k8s.portforward import PortForward, wait_for_endpoint
+from workshop.k8s.portforward import PortForward, http_get, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
@@ -205,8 +205,16 @@ class KubernetesTarget:
             images.load_image(manifests.containers(deployment)[0]["image"], self._cluster.context)
         self._apply([m for m in objects if m["kind"] != "Namespace"])
         if wait_ready:
+            deadline = time.monotonic() + timeout
             wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
                              progress=self.progress)
+            # Without spec.replicas a new Deployment starts with one pod; its autoscaler raises it to the minimum.
+            autoscaled = [m for m in objects if m["kind"] == "HorizontalPodAutoscaler"
+                          and m["spec"]["scaleTargetRef"]["name"] == name]
+            if autoscaled:
+                self._wait_for_replicas(name, autoscaled[0]["spec"].get("minReplicas", 1), deadline, timeout)
+                wait_for_rollout(self._cluster, self.namespace, name, timeout=max(1.0, deadline - time.monotonic()),
+                                 interval=self.poll_interval, progress=self.progress)
             forward = PortForward(self._cluster.core, self.namespace, name, local_port=local_port).start()
             url = forward.url
         else:
@@ -253,17 +261,25 @@ class KubernetesTarget:
             spec = {"minReplicas": replicas, "maxReplicas": max(hpa.spec.max_replicas, replicas)}
             autoscaling.patch_namespaced_horizontal_pod_autoscaler(name, self.namespace, {"spec": spec})
         deadline = time.monotonic() + timeout
-        while True:  # the HPA controller raises the Deployment's replicas within its sync period (15 s)
+        self._wait_for_replicas(name, replicas, deadline, timeout)
+        rolled = wait_for_rollout(self._cluster, self.namespace, name, timeout=max(1.0, deadline - time.monotonic()),
+                                  interval=self.poll_interval, progress=self.progress)
+        return rolled.status.available_replicas or 0
+
+    def _wait_for_replicas(self, name: str, replicas: int, deadline: float, timeout: float) -> None:
+        """Until Deployment ``name`` asks for ``replicas``: the HPA controller raises it within its sync (15 s)."""
+        while True:
             deployment = self._cluster.apps.read_namespaced_deployment(name, self.namespace)
             if (deployment.spec.replicas or 0) >= replicas:
-                break
+                return
             if time.monotonic() >= deadline:
                 raise KubernetesTargetError(f"deployment/{name} still asks for {deployment.spec.replicas} replicas "
                                             f"after {timeout:.0f} s: is the HPA controller running?")
             time.sleep(self.poll_interval)
-        rolled = wait_for_rollout(self._cluster, self.namespace, name, timeout=max(1.0, deadline - time.monotonic()),
-                                  interval=self.poll_interval, progress=self.progress)
-        return rolled.status.available_replicas or 0
+
+    def ready_replicas(self, name: str = "wine") -> int:
+        """How many pods of Deployment ``name`` are ready (serve traffic) now."""
+        return sum(diagnose.is_ready(pod) for pod in self._pods(self._deployment(name)))
 
     def roll_out(self, name: str = "wine", *, timeout: float = 120.0,
                  **settings: str) -> KubernetesDeployment | None:
@@ -378,16 +394,15 @@ class KubernetesTarget:
     def metrics(self, name: str = "wine", prefix: str = "") -> pd.DataFrame:
         """The /metrics of every ready pod of Deployment ``name``, summed (see :func:`combined_metrics_frame`).
 
-        Each pod is read through the API server's pod proxy, not through the Service's port-forward, which
-        reaches one pod only: with two replicas that would show half the traffic. Counters and histograms are
+        Each pod is read through a port-forward of its own, not through the Service's, which reaches one pod
+        only: with two replicas that would show half the traffic. Counters and histograms are
         the sums over the pods; gauges (model info, training statistics) the first pod's value.
         """
         ready = [pod for pod in self._pods(self._deployment(name)) if diagnose.is_ready(pod)]
         if not ready:
             raise KubernetesTargetError(f"Deployment {name} in namespace {self.namespace} has no ready pod to read "
                                         f"/metrics from: wait for its rollout (target.describe({name!r}) shows why).")
-        texts = [self._cluster.core.connect_get_namespaced_pod_proxy_with_path(
-                     f"{pod.metadata.name}:{_http_port(pod)}", self.namespace, "metrics", _request_timeout=30)
+        texts = [http_get(self._cluster.core, self.namespace, pod.metadata.name, _http_port(pod), "/metrics")
                  for pod in ready]
         return combined_metrics_frame(texts, prefix)
 
