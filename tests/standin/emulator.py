@@ -63,8 +63,10 @@ class StandinEmulator(WorkshopEmulator):
 
     def _spec(self, request: kmock.Request) -> str | None:
         key = (request.resource, request.namespace, request.name)
-        obj = self.objects.get(key, None)
-        if obj is None or obj.deleted:
+        if key not in self.objects:  # kmock's ObjectsArray has no .get()
+            return None
+        obj = self.objects[key]
+        if obj.deleted:
             return None
         return json.dumps(obj.raw.get("spec", {}), sort_keys=True)
 
