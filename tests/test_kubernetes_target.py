@@ -303,11 +303,15 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["WINE_MAX_BATCH_SIZE"] == "50" and env["WINE_ENVIRONMENT"] == "production"
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "wine-service:latest"
+    assert "replicas" not in deployment["spec"], "the HPA owns the count"
+    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    set_rollout(emulator, "wine", replicas=1, updated=1, available=1)
+    time.sleep(0.3)
+    assert not deploying.done(), "one pod of a Deployment whose autoscaler asks for two is not a finished deploy"
+    autoscale(emulator, "wine", 2)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=1)
     time.sleep(0.3)
     assert not deploying.done(), "one of two replicas available is not a finished rollout"
-    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
-    autoscale(emulator, "wine", 2)
     set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
     service = deploying.result(timeout=60)
 
