@@ -22,6 +22,22 @@ def test_the_kubernetes_target_needs_a_kubeconfig(monkeypatch, tmp_path):
     assert "kubeconfig" not in environment_report("local").index
 
 
+def test_the_kubernetes_target_needs_docker_and_kubectl_to_build_load_and_render(monkeypatch):
+    """Every deploy on a cluster builds and loads its image, and kustomize (in kubectl) renders k8s/."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("WORKSHOP_DOCKER", "/nonexistent/docker")
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")  # no kubectl beside the interpreter either
+    docker_cli.cache_clear()
+    try:
+        report = environment_report("kubernetes")
+    finally:
+        docker_cli.cache_clear()
+    for tool in ("docker engine", "kubectl"):
+        assert report.loc[tool, "status"] == "MISSING", tool
+        assert report.loc[tool, "how_to_get"]
+    assert report.loc["minikube or kind", "status"] == "missing (optional)"
+
+
 def test_optional_tools_never_block_and_say_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("WORKSHOP_DOCKER", "/nonexistent/docker")  # the engine check also looks outside PATH

@@ -39,14 +39,29 @@ def _binary(name: str, needed_for: str, required: bool, how: str) -> Check:
     return Check(name, needed_for, path is not None, required, path or "not on PATH", "" if path else how)
 
 
-def _docker_engine() -> Check:
-    """The client alone is not enough: an engine must answer and the client must build with BuildKit."""
+def _docker_engine(target: str) -> Check:
+    """The client alone is not enough: an engine must answer and the client must build with BuildKit.
+
+    On kubernetes it is required: every deploy builds the image it deploys and loads it into minikube or kind.
+    """
     from workshop.container import engine_available  # the same verdict notebook 03 acts on
 
     engine = engine_available()
     how = "" if engine else ("install Docker (with BuildKit/buildx) and start it; "
                              "on Debian as root: scripts/docker-engine.sh start")
+    if target == "kubernetes":
+        return Check("docker engine", "kubernetes target (building the images it deploys), 03_containerise",
+                     engine.available, True, engine.reason, how)
     return Check("docker engine", "03_containerise", engine.available, False, engine.reason, how)
+
+
+def _kubectl() -> Check:
+    """kubectl renders k8s/ with its built-in kustomize; the dev extra installs one into the venv."""
+    from workshop.k8s.manifests import KUBECTL_HINT, find_kubectl
+
+    path = find_kubectl()
+    return Check("kubectl", "kubernetes target (kustomize renders k8s/)", path is not None, True,
+                 path or "not on PATH", "" if path else KUBECTL_HINT)
 
 
 def _package(name: str) -> Check:
@@ -80,7 +95,7 @@ def check_environment(target: str = "local") -> list[Check]:
                 "Debian/Ubuntu: apt-get install prometheus; macOS: brew install prometheus"),
         _binary("wrk", "the benchmark (make bench)", False,
                 "Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk"),
-        _docker_engine(),
+        _docker_engine(target),
     ]
     if target == "kubernetes":
         kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
@@ -88,8 +103,13 @@ def check_environment(target: str = "local") -> list[Check]:
             Check("kubeconfig", "kubernetes target", kubeconfig.is_file(), True, str(kubeconfig),
                   "" if kubeconfig.is_file() else "start minikube or kind, or ask your cluster admin for one"),
             _binary("helm", "kubernetes target (monitoring)", True, "https://helm.sh/docs/intro/install/"),
-            _binary("kubectl", "kubernetes target (debugging by hand)", False,
-                    "https://kubernetes.io/docs/tasks/tools/"),
+            _kubectl(),
+            Check("minikube or kind", "kubernetes target (loading the images into the cluster)",
+                  bool(shutil.which("kind") or shutil.which("minikube")), False,
+                  shutil.which("kind") or shutil.which("minikube") or "not on PATH",
+                  "" if shutil.which("kind") or shutil.which("minikube") else
+                  "https://kind.sigs.k8s.io/ or https://minikube.sigs.k8s.io/; a remote cluster needs a registry "
+                  "instead (build_images=False, load_image=False)"),
         ]
     return checks
 
