@@ -8,6 +8,7 @@ On top of :class:`tests.kube_emulator.WorkshopEmulator`:
   stand-in once their objects disappear);
 - pod logs, port-forwards and the pod proxy (``pods/NAME:PORT/proxy/PATH``) reach the pod's process,
   which the kubelet stand-in (:mod:`tests.standin.node`) knows;
+- a Secret's ``stringData`` is stored base64-encoded in ``data``;
 - ``monitoring.coreos.com`` resources exist once their CustomResourceDefinitions are stored (the helm
   stand-in creates them, as the chart does).
 """
@@ -15,6 +16,7 @@ On top of :class:`tests.kube_emulator.WorkshopEmulator`:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -52,6 +54,8 @@ class StandinEmulator(WorkshopEmulator):
         if len(parts) >= 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" \
                 and parts[6] == "proxy":
             return await self._proxy(request, parts[3], parts[5], "/".join(parts[7:]))
+        secret = (request.resource is not None and request.resource.plural == "secrets"
+                  and request.method in ("PATCH", "PUT", "POST"))
         deployment = (request.resource is not None and request.resource.plural == "deployments"
                       and request.name is not None and request.subresource in (None, "scale")
                       and request.method in ("PATCH", "PUT", "POST"))
@@ -59,7 +63,22 @@ class StandinEmulator(WorkshopEmulator):
         response = await super()._handle(request)
         if deployment:
             await self._after_deployment_write(request, before)
+        if secret:
+            await self._after_secret_write(request)
         return response
+
+    async def _after_secret_write(self, request: kmock.Request) -> None:
+        """``stringData`` is write-only: the API server stores it base64-encoded in ``data``."""
+        name = request.name or (request.data or {}).get("metadata", {}).get("name")
+        namespace = request.namespace or (request.data or {}).get("metadata", {}).get("namespace")
+        key = (request.resource, namespace, name)
+        async with self._lock:
+            if key not in self.objects or self.objects[key].deleted:
+                return
+            strings = self.objects[key].raw.get("stringData") or {}
+            if strings:
+                encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in strings.items()}
+                self.objects[key].patch({"data": encoded})
 
     def _spec(self, request: kmock.Request) -> str | None:
         key = (request.resource, request.namespace, request.name)
