@@ -1,4 +1,4 @@
-"""Notebooks 02-06 and 08 on ``target=kubernetes``, executed by papermill against the stand-in cluster.
+"""Notebooks 02-08 on ``target=kubernetes``, executed by papermill against the stand-in cluster.
 
 The stand-in (``tests/standin/``) is an emulated API server with a kubelet, Services, controllers,
 kube-prometheus-stack and the ``kind``/``helm`` command lines stood in for; the kubernetes target
@@ -15,9 +15,10 @@ on the kubernetes path as it was before these notebooks were first run on it:
 5. 06's counts cover every replica;
 6. no progress bar leaves carriage returns in the outputs.
 
-Notebook 07 is not run here: the chat service's image needs PyTorch, whose CPU build an image build cannot
-fetch where this suite runs, and its default models come from the model hub; the kind job of
-``.github/workflows/cluster.yml`` runs it on a real cluster.
+Notebook 07's default models come from the model hub, which the stand-in cluster cannot reach: before it
+runs, tiny models are put into the chat service's model cache volume (what a learner offline does with
+``kubectl cp`` into ``/cache/models``), and 07 is given their folder names. Its image is the real one, built
+by the notebook; the first build downloads PyTorch (minutes), hence the longer cell timeout.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from kubernetes import client, config
 
 from tests.conftest import PROJECT_ROOT
 from workshop import container
+from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "08")
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08")
+NAMESPACE = "wine-workshop"  # the notebooks' default
+CHAT_MODELS = {"model_id": "tiny-chat-a", "swap_model_id": "tiny-chat-b", "broken_model_id": "no-chat-template"}
 OUTPUT = PROJECT_ROOT / "build" / "kubernetes"
 RUN_TIMEOUT_S = 3600
 
@@ -74,7 +78,7 @@ def run_notebook(number: str, state: Path, output: Path, **parameters: object) -
     env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig"), "STANDIN_STEP": number,
            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     argv = [sys.executable, "-m", "workshop.run_notebooks", "--target", "kubernetes", "--only", number,
-            "--output", str(output)]
+            "--output", str(output), "--timeout", "2400"]
     for name, value in parameters.items():
         argv += ["-p", name, str(value)]
     return subprocess.run(argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
@@ -87,12 +91,24 @@ def executed(standin: Path, model_dir: Path) -> dict[str, nbformat.NotebookNode]
     OUTPUT.mkdir(parents=True, exist_ok=True)
     notebooks = {}
     for number in NOTEBOOKS:
-        done = run_notebook(number, standin, OUTPUT, model_dir=model_dir)
+        parameters = {"model_dir": model_dir}
+        if number == "07":
+            parameters = copy_chat_models(standin)
+        done = run_notebook(number, standin, OUTPUT, **parameters)
         assert done.returncode == 0, (f"notebook {number} failed on target=kubernetes:\n{done.stdout[-2000:]}\n"
                                       f"{done.stderr[-4000:]}\nstand-in log:\n"
                                       f"{(standin / 'standin.log').read_text()[-3000:]}")
         notebooks[number] = nbformat.read(next(OUTPUT.glob(f"{number}_*.ipynb")), as_version=4)
     return notebooks
+
+
+def copy_chat_models(state: Path) -> dict[str, str]:
+    """Tiny chat models in the llm-cache volume's ``models/`` (the stand-in of ``kubectl cp``); 07's parameters."""
+    cache = state / "node" / "volumes" / NAMESPACE / "llm-cache" / "models"
+    build_tiny_chat_model(cache / CHAT_MODELS["model_id"], seed=0, name=CHAT_MODELS["model_id"])
+    build_tiny_chat_model(cache / CHAT_MODELS["swap_model_id"], seed=1, name=CHAT_MODELS["swap_model_id"])
+    build_broken_model(cache / CHAT_MODELS["broken_model_id"], seed=0)
+    return CHAT_MODELS
 
 
 def text(notebook: nbformat.NotebookNode) -> str:
@@ -141,7 +157,7 @@ def test_only_notebook_08_removes_the_monitoring_stack_and_only_when_asked(execu
     helm = records(standin, "helm")
     assert [c["notebook"] for c in helm if c["argv"][0] == "uninstall"] == [], "no notebook took monitoring away"
     installs = [c["notebook"] for c in helm if c["argv"][:2] == ["upgrade", "--install"]]
-    assert installs and installs[0] == "05", "05 installs the chart; a later one upgrades it in place"
+    assert installs == ["05", "07"], "05 installs the chart, 07 upgrades it in place"
     core = cluster_api(standin)
     assert any(s.metadata.name.startswith("sh.helm.release.v1.kube-prometheus-stack")
                for s in core.list_namespaced_secret("monitoring").items), "the release outlives 08's default run"
@@ -160,14 +176,16 @@ def empty_panels(notebook: nbformat.NotebookNode) -> list[str]:
 
 def test_previews_have_data_at_the_charts_scrape_interval_and_grafana_is_shown(executed):
     """The same panels draw on the chart's 15 s scrapes as on the local 1 s ones (the stored local outputs)."""
-    local = nbformat.read(PROJECT_ROOT / "notebooks" / "05_monitor.ipynb", as_version=4)
-    assert empty_panels(executed["05"]) == empty_panels(local) and len(empty_panels(local)) == 3
-    shown = text(executed["05"])
-    assert "scrape interval 15 s, rate windows 60s" in shown
-    assert "Grafana at http://127.0.0.1:" in shown and "user admin, password " in shown
-    for path in sorted((PROJECT_ROOT / "dashboards").glob("*.json")):
-        title = json.loads(path.read_text())["title"]
-        assert title in shown, f"05 does not list the imported dashboard {title!r}"
+    for number, previews in (("05", 3), ("07", 1)):
+        [local] = (PROJECT_ROOT / "notebooks").glob(f"{number}_*.ipynb")
+        local_empty = empty_panels(nbformat.read(local, as_version=4))
+        assert empty_panels(executed[number]) == local_empty and len(local_empty) == previews, number
+        shown = text(executed[number])
+        assert "Grafana at http://127.0.0.1:" in shown and "user admin, password " in shown
+        for path in sorted((PROJECT_ROOT / "dashboards").glob("*.json")):
+            title = json.loads(path.read_text())["title"]
+            assert title in shown, f"{number} does not list the imported dashboard {title!r}"
+    assert "scrape interval 15 s, rate windows 60s" in text(executed["05"])
 
 
 def test_the_failing_rollout_shows_the_probes_503_and_keeps_the_scaled_replicas(executed):
@@ -180,6 +198,14 @@ def test_the_failing_rollout_shows_the_probes_503_and_keeps_the_scaled_replicas(
 def test_load_test_counts_cover_every_replica(executed):
     shown = text(executed["06"])
     assert "every corrupted request counted by the service: True" in shown
+
+
+def test_the_chat_service_served_swapped_and_kept_serving_after_a_failed_swap(executed):
+    shown = text(executed["07"])
+    assert f"served first: {CHAT_MODELS['model_id']}" in shown
+    assert f"answered by: {CHAT_MODELS['swap_model_id']}" in shown
+    assert f"still answered by: {CHAT_MODELS['swap_model_id']}" in shown
+    assert "LLMModelSwapFailed firing: True" in shown
 
 
 def test_no_output_carries_carriage_returns(executed):

@@ -48,15 +48,16 @@ class Controllers:
 
     def sync(self) -> None:
         pods = self.core.list_pod_for_all_namespaces().items
-        replicasets = self.apps.list_replica_set_for_all_namespaces().items
-        deployments = self.apps.list_deployment_for_all_namespaces().items
+        # An object is acted on once the API server has given it its uid (owners are matched by it).
+        replicasets = [r for r in self.apps.list_replica_set_for_all_namespaces().items if r.metadata.uid]
+        deployments = [d for d in self.apps.list_deployment_for_all_namespaces().items if d.metadata.uid]
         self._collect_garbage(pods, replicasets, deployments)
         for deployment in deployments:
             self._deployment(deployment, [rs for rs in replicasets if self._owned(rs, "Deployment", deployment)],
                              pods)
-        for replicaset in self.apps.list_replica_set_for_all_namespaces().items:
+        for replicaset in [r for r in self.apps.list_replica_set_for_all_namespaces().items if r.metadata.uid]:
             self._replicaset(replicaset, [p for p in pods if self._owned(p, "ReplicaSet", replicaset)])
-        for job in self.batch.list_job_for_all_namespaces().items:
+        for job in [j for j in self.batch.list_job_for_all_namespaces().items if j.metadata.uid]:
             self._job(job, [p for p in pods if self._owned(p, "Job", job)])
 
     def sync_autoscalers(self) -> None:
@@ -79,9 +80,11 @@ class Controllers:
 
     @staticmethod
     def _owned(obj: Any, kind: str, owner: Any) -> bool:
+        """Owned by this very object: a new Job of the same name does not own the last one's pod."""
         if obj.metadata.namespace != owner.metadata.namespace:
             return False
-        return any(ref.kind == kind and ref.name == owner.metadata.name for ref in obj.metadata.owner_references or [])
+        return any(ref.kind == kind and ref.name == owner.metadata.name and ref.uid == owner.metadata.uid
+                   for ref in obj.metadata.owner_references or [])
 
     def _ready(self, pod: Any) -> bool:
         return self.node.ready(pod.metadata.namespace, pod.metadata.name)
@@ -146,7 +149,7 @@ class Controllers:
                 "metadata": {"name": f"{deployment.metadata.name}-{digest}", "namespace": deployment.metadata.namespace,
                              "labels": labels, "annotations": {REVISION: str(revision)},
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                                  "name": deployment.metadata.name, "uid": "standin",
+                                                  "name": deployment.metadata.name, "uid": deployment.metadata.uid,
                                                   "controller": True}]},
                 "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": template}}
         return self.apps.create_namespaced_replica_set(deployment.metadata.namespace, body)
@@ -200,21 +203,20 @@ class Controllers:
         api_version = "batch/v1" if kind == "Job" else "apps/v1"
         body = {"apiVersion": "v1", "kind": "Pod",
                 "metadata": {**template.get("metadata", {}), "name": name, "namespace": owner.metadata.namespace,
-                             "ownerReferences": [{"apiVersion": api_version, "kind": kind,
-                                                  "name": owner.metadata.name, "uid": "standin", "controller": True}]},
+                             "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": owner.metadata.name,
+                                                  "uid": owner.metadata.uid, "controller": True}]},
                 "spec": template["spec"], "status": {"phase": "Pending"}}
         self.core.create_namespaced_pod(owner.metadata.namespace, body)
 
     # --- garbage collection --------------------------------------------------------------------------
 
     def _collect_garbage(self, pods: list[Any], replicasets: list[Any], deployments: list[Any]) -> None:
-        jobs = self.batch.list_job_for_all_namespaces().items
-        owners = {("Deployment", d.metadata.namespace, d.metadata.name) for d in deployments}
-        owners |= {("ReplicaSet", r.metadata.namespace, r.metadata.name) for r in replicasets}
-        owners |= {("Job", j.metadata.namespace, j.metadata.name) for j in jobs}
+        jobs = [j for j in self.batch.list_job_for_all_namespaces().items if j.metadata.uid]
+        owners = {d.metadata.uid for d in deployments} | {r.metadata.uid for r in replicasets}
+        owners |= {j.metadata.uid for j in jobs}
         for obj, delete in [*((r, self.apps.delete_namespaced_replica_set) for r in replicasets),
                             *((p, self.core.delete_namespaced_pod) for p in pods)]:
             refs = obj.metadata.owner_references or []
-            if refs and not any((ref.kind, obj.metadata.namespace, ref.name) in owners for ref in refs):
+            if refs and not any(ref.uid in owners for ref in refs):
                 with contextlib.suppress(ApiException):
                     delete(obj.metadata.name, obj.metadata.namespace)

@@ -2,6 +2,7 @@
 
 On top of :class:`tests.kube_emulator.WorkshopEmulator`:
 
+- every object gets a ``metadata.uid`` when it is created;
 - a Deployment's ``metadata.generation`` moves when its spec changes (in the same request, as the API
   server does it), and ``spec.replicas`` defaults to 1 on creation;
 - a deleted Namespace is *Terminating* until the objects in it are gone (pods are stopped by the kubelet
@@ -20,6 +21,7 @@ import base64
 import contextlib
 import datetime
 import json
+import uuid
 from typing import Protocol
 
 import aiohttp
@@ -65,7 +67,19 @@ class StandinEmulator(WorkshopEmulator):
             await self._after_deployment_write(request, before)
         if secret:
             await self._after_secret_write(request)
+        if request.resource is not None and request.method in ("POST", "PATCH", "PUT"):
+            await self._give_uid(request)
         return response
+
+    async def _give_uid(self, request: kmock.Request) -> None:
+        """Every object gets a ``metadata.uid`` when it is created: owners are told apart by it, not by name."""
+        name = request.name or (request.data or {}).get("metadata", {}).get("name")
+        namespace = request.namespace or (request.data or {}).get("metadata", {}).get("namespace")
+        key = (request.resource, namespace, name)
+        async with self._lock:
+            if key in self.objects and not self.objects[key].deleted \
+                    and not self.objects[key].raw.get("metadata", {}).get("uid"):
+                self.objects[key].patch({"metadata": {"uid": str(uuid.uuid4())}})
 
     async def _after_secret_write(self, request: kmock.Request) -> None:
         """``stringData`` is write-only: the API server stores it base64-encoded in ``data``."""

@@ -344,8 +344,15 @@ class KubernetesTarget:
         tag = f"{images.repository(self.wine_image)}:{images.version_tag(json.loads(card.read_text())['version'])}"
         self._require_docker()
         with docker.temporary_context(model_dir) as context:
-            docker.build_image("wine", tag, Path(context), ca_bundle=docker.default_ca_bundle())
+            self._build("wine", tag, Path(context))
         return tag
+
+    def _build(self, stage: str, tag: str, context: Path) -> None:
+        if self.progress:
+            print(f"building {tag} (the Dockerfile's stage {stage}; a first build takes minutes)", flush=True)
+        build = docker.build_image(stage, tag, context, ca_bundle=docker.default_ca_bundle())
+        if self.progress:
+            print(f"built {tag} in {build.seconds:.0f} s", flush=True)
 
     def _ensure_image(self, stage: str, tag: str) -> None:
         """Build the Dockerfile's ``stage`` from the project as ``tag`` when Docker has no such image yet."""
@@ -353,7 +360,7 @@ class KubernetesTarget:
             return
         self._require_docker()
         if not docker.image_exists(tag):
-            docker.build_image(stage, tag, project_root(), ca_bundle=docker.default_ca_bundle())
+            self._build(stage, tag, project_root())
 
     def deploy_llm(self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
                    wait_ready: bool = True, timeout: float = 600.0, image: str | None = None,
