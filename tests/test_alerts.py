@@ -140,7 +140,7 @@ def test_expressions_select_the_job_and_keep_namespace_apart(service: str):
 
 @pytest.mark.parametrize(
     ("service", "manifest_file"),
-    [("wine", "k8s/monitoring/prometheus-rule.yaml"), ("llm", "k8s/llm/prometheus-rule.yaml")],
+    [("wine", "k8s/base/prometheus-rule.yaml"), ("llm", "k8s/llm/prometheus-rule.yaml")],
 )
 def test_manifest_wraps_the_same_groups_for_kube_prometheus_stack(service: str, manifest_file: str):
     alert_set: AlertSet = ALERT_SETS[service][0]

@@ -51,6 +51,7 @@ from workshop.k8s.errors import (
     RolloutError,
     ToolMissingError,
 )
+from workshop.k8s.portforward import PortForward
 from workshop.k8s.rollout import rollout_state, wait_for_rollout
 from workshop.k8s.target import KubernetesTarget
 from workshop.loadtest import AGGREGATED, LoadTestError, load_results
@@ -334,6 +335,26 @@ def test_deploy_wine_applies_waits_with_progress_and_forwards_to_a_ready_pod(
     assert not service.running
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{service.url}/health", timeout=2)
+
+
+def test_a_port_forward_serves_connections_opened_at_once(emulator, make_target, backend):
+    """Each local connection opens its own websocket; the client's stream module may open one at a time."""
+    emulator.handler.forward_to = backend[0]
+    make_target().prepare_namespace()
+    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    core_api(emulator).create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": "wine", "namespace": NAMESPACE},
+        "spec": {"selector": WINE_LABELS, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    forward = PortForward(core_api(emulator), NAMESPACE, "wine").start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in range(3):
+                answers = list(pool.map(lambda i: httpx.get(f"{forward.url}/health?{i}", timeout=30).status_code,
+                                        range(8)))
+                assert answers == [200] * 8, forward.errors
+    finally:
+        forward.close()
+    assert forward.errors == []
 
 
 def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_llm(emulator, make_target, backend):
@@ -622,6 +643,7 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     deploying.result(timeout=60).stop()
     assert len(deployer.skipped) == 2 and emulator.stored("servicemonitors", NAMESPACE, "wine") is None
 
+    core_api(emulator).delete_namespaced_config_map("wine-dashboards", NAMESPACE)  # as if only the LLM ran here
     core_api(emulator).create_namespaced_service("monitoring", {
         "metadata": {"name": helm.PROMETHEUS_SERVICE, "namespace": "monitoring"},
         "spec": {"selector": {"app.kubernetes.io/name": "prometheus"}, "ports": [{"port": 9090}]}})
@@ -644,6 +666,8 @@ def test_start_monitoring_installs_the_chart_with_a_generated_secret_and_applies
     password = secret["stringData"]["admin-password"]
     assert secret["stringData"]["admin-user"] == "admin" and len(password) >= 20
     assert emulator.stored("servicemonitors", NAMESPACE, "wine") and not target.skipped
+    dashboards = emulator.stored("configmaps", NAMESPACE, "wine-dashboards")
+    assert dashboards and dashboards["metadata"]["labels"]["grafana_dashboard"] == "1", "Grafana's sidecar needs it"
     rule = emulator.stored("prometheusrules", NAMESPACE, "wine-alerts")
     holds = {r["alert"]: r.get("for") for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert holds["WineHighErrorRatio"] == "10s"

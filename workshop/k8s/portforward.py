@@ -30,8 +30,14 @@ CHUNK = 65536
 
 
 def open_pod_port(core: client.CoreV1Api, namespace: str, pod: str, port: int) -> socket.socket:
-    """A websocket port-forward to ``pod:port`` through the API server; the socket end to read and write."""
-    forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+    """A websocket port-forward to ``pod:port`` through the API server; the socket end to read and write.
+
+    kubernetes.stream swaps the ApiClient's request function for its websocket one while it connects, so
+    any other call on that ApiClient meanwhile, from another thread, fails ("Missing required parameter
+    `ports`"): each port-forward gets an ApiClient of its own (same configuration and credentials).
+    """
+    own = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
+    forward = portforward(own.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
     return forward.socket(port)
 
 

@@ -444,6 +444,9 @@ class KubernetesTarget:
         helm.run_helm(helm.install_command(values=values, timeout_s=int(timeout)), timeout=timeout + 60)
         self.skipped = []
         self._apply(self._monitoring_objects())
+        # The dashboards' ConfigMap (k8s/monitoring) in this namespace, for Grafana's sidecar: k8s/base brings
+        # it with the wine service, but a learner may run only the chat service (notebook 07).
+        self._apply(self._render("monitoring"))
         if hold_overrides:
             rule = prometheus_rule_manifest(self.namespace)
             rule["spec"] = prometheus_rules(dict(hold_overrides))
