@@ -164,14 +164,15 @@ def test_only_notebook_08_removes_the_monitoring_stack_and_only_when_asked(execu
     assert "monitoring kept" in text(executed["08"])
     done = run_notebook("08", standin, tmp_path, remove_monitoring=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [c["notebook"] for c in records(standin, "helm") if c["argv"][0] == "uninstall"] == ["08"]
+    uninstalls = [c["notebook"] for c in records(standin, "helm") if c["argv"][0] == "uninstall"]
+    assert uninstalls and set(uninstalls) == {"08"}, "08's two teardowns: the second finds nothing, harmlessly"
     assert "monitoring" not in {n.metadata.name for n in core.list_namespace().items}
 
 
 def empty_panels(notebook: nbformat.NotebookNode) -> list[str]:
     """What each ``print("panels without data:", ...)`` cell printed, in order."""
     return ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in notebook.cells
-            if cell.cell_type == "code" and cell.source.startswith('print("panels without data:"')]
+            if cell.cell_type == "code" and 'print("panels without data:"' in cell.source]
 
 
 def test_previews_have_data_at_the_charts_scrape_interval_and_grafana_is_shown(executed):
