@@ -166,7 +166,9 @@ def test_only_notebook_08_removes_the_monitoring_stack_and_only_when_asked(execu
     assert done.returncode == 0, done.stderr[-3000:]
     uninstalls = [c["notebook"] for c in records(standin, "helm") if c["argv"][0] == "uninstall"]
     assert uninstalls and set(uninstalls) == {"08"}, "08's two teardowns: the second finds nothing, harmlessly"
-    assert "monitoring" not in {n.metadata.name for n in core.list_namespace().items}
+    with pytest.raises(client.exceptions.ApiException) as gone:
+        core.read_namespace("monitoring")
+    assert gone.value.status == 404, "teardown(remove_monitoring=True) waits until the namespace is gone"
 
 
 def empty_panels(notebook: nbformat.NotebookNode) -> list[str]:
