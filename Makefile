@@ -1,10 +1,11 @@
 # ML Serving Workshop. Every target bootstraps what it needs: a fresh clone needs only Python 3.11+.
 #
-#   make workshop   run every notebook with papermill (TARGET=local|kubernetes), results in build/
+#   make workshop   run every notebook with papermill (TARGET=local|kubernetes): the learner's edition in build/,
+#                   the answer key (exercises solved) in build/answer-key/
 #   make test       the whole test suite, notebooks included
 #   make test-cluster  the tests marked cluster, against the cluster in your kubeconfig
 #   make docker-engine  start a Docker engine (root; Debian/Ubuntu) for the image tests and notebook 03
-#   make lab        open JupyterLab on the notebooks
+#   make lab        open JupyterLab on your copy of the notebooks, lab/ (exercises to do; written once, kept)
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
 #   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
@@ -68,7 +69,8 @@ hunt: $(STAMP) system-deps
 	HUNT_PYTHON=$(BIN)/python scripts/hunt-flakes.sh $(RUNS) $(BUSY_RUN)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/python -m workshop.editions --output lab
+	$(BIN)/jupyter lab --notebook-dir=lab
 
 artifacts/wine/model_card.json: $(STAMP)
 	$(BIN)/python -m app.wine.train --output artifacts/wine

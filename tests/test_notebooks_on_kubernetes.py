@@ -46,6 +46,7 @@ NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08")
 NAMESPACE = "wine-workshop"  # the notebooks' default
 CHAT_MODELS = {"model_id": "tiny-chat-a", "swap_model_id": "tiny-chat-b", "broken_model_id": "no-chat-template"}
 OUTPUT = PROJECT_ROOT / "build" / "kubernetes"
+EXECUTED = OUTPUT / "answer-key"  # the answer key runs here: every exercise's check must pass on a cluster too
 RUN_TIMEOUT_S = 3600
 
 
@@ -78,7 +79,7 @@ def run_notebook(number: str, state: Path, output: Path, **parameters: object) -
     env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig"), "STANDIN_STEP": number,
            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     argv = [sys.executable, "-m", "workshop.run_notebooks", "--target", "kubernetes", "--only", number,
-            "--output", str(output), "--timeout", "2400"]
+            "--output", str(output), "--timeout", "2400", "--edition", "answer-key"]
     for name, value in parameters.items():
         argv += ["-p", name, str(value)]
     return subprocess.run(argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
@@ -98,7 +99,7 @@ def executed(standin: Path, model_dir: Path) -> dict[str, nbformat.NotebookNode]
         assert done.returncode == 0, (f"notebook {number} failed on target=kubernetes:\n{done.stdout[-2000:]}\n"
                                       f"{done.stderr[-4000:]}\nstand-in log:\n"
                                       f"{(standin / 'standin.log').read_text()[-3000:]}")
-        notebooks[number] = nbformat.read(next(OUTPUT.glob(f"{number}_*.ipynb")), as_version=4)
+        notebooks[number] = nbformat.read(next(EXECUTED.glob(f"{number}_*.ipynb")), as_version=4)
     return notebooks
 
 
@@ -136,7 +137,7 @@ def cluster_api(state: Path) -> client.CoreV1Api:
 
 def test_every_notebook_ran_and_is_kept_beside_the_local_ones(executed):
     for number in NOTEBOOKS:
-        [notebook] = OUTPUT.glob(f"{number}_*.ipynb")
+        [notebook] = EXECUTED.glob(f"{number}_*.ipynb")
         assert notebook.with_suffix(".html").is_file()
         assert 'target = "kubernetes"' in executed[number].cells[1].source + executed[number].cells[2].source
 

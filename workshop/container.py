@@ -37,6 +37,9 @@ ENGINE_HINT = (
 INSTALL_HINT = (
     "install Docker (https://docs.docker.com/get-docker/), or on Debian/Ubuntu: sudo scripts/docker-engine.sh start"
 )
+# ``docker run`` flags for the securityContext of k8s/base/wine-deployment.yaml: a read-only root filesystem with
+# a writable /tmp (a tmpfs inside the container, not a path on this machine), no capabilities, no escalation.
+HARDENED_RUN_FLAGS = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]  # noqa: S108
 # Proxy settings Docker passes to RUN steps as predefined build arguments, kept out of the image history.
 PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
@@ -306,8 +309,7 @@ def run_container(
     port = port or _free_port()
     args = ["run", "--detach", "--publish", f"127.0.0.1:{port}:{container_port}"]
     if hardened:
-        # /tmp inside the container (a tmpfs), not a path on this machine
-        args += ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]  # noqa: S108
+        args += HARDENED_RUN_FLAGS
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
     container_id = docker(*args, *extra_args, tag).strip()

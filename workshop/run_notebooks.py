@@ -2,9 +2,11 @@
 
 ``python -m workshop.run_notebooks --target local --output build``
 
-Each executed notebook and an HTML rendering of it land in the output folder
-(the instructor's answer key). Progress and the time each notebook took are
-printed; the first failure stops the run, naming the notebook and the cell.
+Both editions run (see ``workshop.editions``): the learner's, exercises left undone, into the output
+folder, then the answer key, solutions filled in, into its ``answer-key/`` folder. Each executed
+notebook and an HTML rendering of it land there. Every exercise's self-check must say "not done yet"
+in the learner's edition and "done" in the answer key, or the run fails. Progress and the time each
+notebook took are printed; the first failure stops the run, naming the notebook and the cell.
 """
 
 from __future__ import annotations
@@ -18,11 +20,22 @@ from typing import Any
 
 import nbformat
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
+from workshop.editions import ANSWER_KEY, EDITIONS, LEARNER, edition, unexpected_checks
 from workshop.paths import project_root
 from workshop.targets import TARGETS
+
+
+class LocalSocketKernelManager(AsyncKernelManager):
+    """Kernels that talk over Unix sockets (ZeroMQ's ``ipc`` transport) in the user's Jupyter runtime folder,
+    not over TCP ports that any local user could connect to; ipykernel warns about the latter, rightly."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("transport", "ipc")
+        super().__init__(**kwargs)
 
 
 @dataclass
@@ -72,15 +85,26 @@ def render_html(output: Path) -> Path:
     return path
 
 
-def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], timeout: int) -> NotebookRun:
+def edition_folder(output_dir: Path, which: str) -> Path:
+    """Where edition ``which`` lands: the learner's in ``output_dir`` itself, the answer key beside it."""
+    return output_dir if which == LEARNER else output_dir / ANSWER_KEY
+
+
+def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], timeout: int,
+                 which: str = ANSWER_KEY) -> NotebookRun:
+    """Execute edition ``which`` of ``notebook`` into ``output_dir`` (the cwd is the notebook's own folder)."""
     output = output_dir / notebook.name
     started = time.perf_counter()
     error = ""
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+            edition(nbformat.read(notebook, as_version=4), which), str(output), parameters=parameters,
+            cwd=str(notebook.parent), kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+            kernel_manager_class=LocalSocketKernelManager,
         )
+        if wrong := unexpected_checks(nbformat.read(output, as_version=4), which):
+            expected = "not done yet" if which == LEARNER else "done"
+            error = f"{notebook.name} ({which}): checks that did not say {expected!r}: " + "; ".join(wrong)
     except PapermillExecutionError as failure:
         error = f"{notebook.name} failed in {failed_cell(output)}: {failure.ename}: {failure.evalue}"
     except Exception as failure:  # noqa: BLE001 - a dead kernel or a cell timeout must still name the notebook
@@ -94,18 +118,23 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], t
 
 
 def run_all(
-    notebooks: list[Path], output_dir: Path, parameters: dict[str, Any], timeout: int = 900, echo=print
+    notebooks: list[Path], output_dir: Path, parameters: dict[str, Any], timeout: int = 900, echo=print,
+    editions: tuple[str, ...] = (ANSWER_KEY,),
 ) -> list[NotebookRun]:
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Every notebook of each edition in turn (the whole workshop once per edition, as a learner runs it)."""
     runs = []
-    for index, notebook in enumerate(notebooks, start=1):
-        echo(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
+    steps = [(which, notebook) for which in editions for notebook in notebooks]
+    for index, (which, notebook) in enumerate(steps, start=1):
+        folder = edition_folder(output_dir, which)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{notebook.name} ({which})"
+        echo(f"[{index}/{len(steps)}] {name} ...", flush=True)
         try:
-            run = run_notebook(notebook, output_dir, parameters, timeout)
+            run = run_notebook(notebook, folder, parameters, timeout, which)
         except NotebookFailedError as failure:
-            echo(f"[{index}/{len(notebooks)}] {notebook.name} FAILED after {failure.run.seconds:.1f} s")
+            echo(f"[{index}/{len(steps)}] {name} FAILED after {failure.run.seconds:.1f} s")
             raise
-        echo(f"[{index}/{len(notebooks)}] {notebook.name} ok in {run.seconds:.1f} s -> {run.output}, {run.html.name}")
+        echo(f"[{index}/{len(steps)}] {name} ok in {run.seconds:.1f} s -> {run.output}, {run.html.name}")
         runs.append(run)
     return runs
 
@@ -133,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=root / "build")
     parser.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds a single cell may run")
+    parser.add_argument("--edition", choices=[*EDITIONS, "both"], default="both",
+                        help="the learner's (exercises undone, into --output), the answer key (into "
+                             "--output/answer-key), or both, the learner's first")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="papermill parameter passed to every notebook (repeatable)")
     args = parser.parse_args(argv)
@@ -143,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"target": args.target, **{name: parse_value(value) for name, value in args.parameter}}
     started = time.perf_counter()
     try:
-        runs = run_all(notebooks, args.output, parameters, args.timeout)
+        editions = EDITIONS if args.edition == "both" else (args.edition,)
+        runs = run_all(notebooks, args.output, parameters, args.timeout, editions=editions)
     except NotebookFailedError as failure:
         print(f"\nerror: {failure.run.error}\nexecuted notebook: {failure.run.output}\n"
               f"rendered: {failure.run.html}", file=sys.stderr)
