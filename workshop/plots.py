@@ -36,13 +36,17 @@ def feature_correlations(frame: pd.DataFrame, target: str = "quality") -> Figure
     return figure
 
 
-def model_comparison(table: pd.DataFrame, rmse_target: float, latency_budget_ms: float) -> Figure:
-    """Accuracy and single-row latency side by side, with the target and the budget drawn in."""
+def model_comparison(table: pd.DataFrame, rmse_target: float, latency_budget_ms: float,
+                     baseline_rmse: float | None = None) -> Figure:
+    """Accuracy and single-row latency side by side, with the target and the budget drawn in, and the RMSE of
+    always answering the training mean (``baseline_rmse``): what a model has to beat to have learnt anything."""
     figure = Figure(figsize=(10, 3.8))
     left, right = figure.subplots(1, 2)
     chosen = table["chosen"]
     left.bar(table.index, table["rmse"], color=["#27ae60" if c else "#95a5a6" for c in chosen])
     left.axhline(rmse_target, color="#c0392b", linestyle="--", label=f"target RMSE {rmse_target}")
+    if baseline_rmse is not None:
+        left.axhline(baseline_rmse, color="#34495e", linestyle=":", label=f"always the mean: {baseline_rmse:.2f}")
     left.set(ylabel="held-out RMSE (lower is better)", title="Accuracy")
     left.legend(loc="lower left")
     latency = table[["sklearn_latency_ms", "onnx_latency_ms"]].rename(
@@ -52,5 +56,26 @@ def model_comparison(table: pd.DataFrame, rmse_target: float, latency_budget_ms:
     right.axhline(latency_budget_ms, color="#c0392b", linestyle="--", label=f"budget {latency_budget_ms} ms")
     right.set(ylabel="one-row predict, ms (log)", xlabel="", title="Latency (missing bar: no ONNX export)")
     right.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def predicted_vs_tasters(tasters, predicted) -> Figure:
+    """Each held-out wine's prediction against the tasters' score: a regressor trained on squared error
+    pulls the rare extremes toward the common middle, and this is where that shows."""
+    frame = pd.DataFrame({"tasters": pd.Series(tasters).round().astype(int), "predicted": predicted})
+    figure = Figure(figsize=(10, 3.8))
+    left, right = figure.subplots(1, 2)
+    scores = sorted(frame["tasters"].unique())
+    groups = [frame.loc[frame["tasters"] == score, "predicted"] for score in scores]
+    left.boxplot(groups, positions=scores, widths=0.6, showfliers=False)
+    left.plot([min(scores), max(scores)], [min(scores), max(scores)], color="#c0392b", linestyle="--",
+              label="perfect: predicted = tasters")
+    left.set(xlabel="tasters' score", ylabel="predicted quality", title="Predictions per tasters' score")
+    left.legend(loc="upper left")
+    counts = pd.DataFrame({"tasters": frame["tasters"].value_counts(),
+                           "predicted (rounded)": frame["predicted"].round().astype(int).value_counts()}).fillna(0)
+    counts.sort_index().plot.bar(ax=right, rot=0, color=["#7f8c8d", "#2980b9"])
+    right.set(xlabel="score", ylabel="test wines", title="How often each score is given")
     figure.tight_layout()
     return figure
