@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workshop.container import docker_cli
-from workshop.environment import environment_report, missing_required
+from workshop.environment import environment_report, environment_summary, missing_required
 
 
 def test_a_data_folder_without_the_csvs_is_a_required_miss(monkeypatch, tmp_path):
@@ -51,3 +51,20 @@ def test_optional_tools_never_block_and_say_how_to_install(monkeypatch):
         assert report.loc[tool, "status"] == "missing (optional)"
         assert report.loc[tool, "how_to_get"]
     assert not [c for c in missing if c.name in ("prometheus", "wrk", "docker engine")]
+
+
+def test_the_summary_puts_what_is_missing_first_with_its_fix_then_one_line_for_the_rest(monkeypatch, tmp_path):
+    monkeypatch.setenv("WINE_QUALITY_DATA_DIR", str(tmp_path))  # required, and missing
+    monkeypatch.setenv("PATH", "/nonexistent")  # wrk and prometheus: optional, missing
+    monkeypatch.setenv("WORKSHOP_DOCKER", "/nonexistent/docker")
+    docker_cli.cache_clear()
+    try:
+        lines = environment_summary("local").splitlines()
+    finally:
+        docker_cli.cache_clear()
+    assert lines[0] == "✗ MISSING: wine data (for 01_train)"
+    assert "WINE_QUALITY_DATA_DIR" in lines[1], "the fix, in full, under what it fixes"
+    optional = [line for line in lines if line.startswith("– optional, missing:")]
+    assert {line.split(":")[1].split("(")[0].strip() for line in optional} >= {"prometheus", "wrk"}
+    found = "\n".join(lines[lines.index(next(line for line in lines if line.startswith("✓ found"))):])
+    assert "python 3." in found and "fastapi" in found and " ok" not in found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import textwrap
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -122,3 +123,16 @@ def environment_report(target: str = "local") -> pd.DataFrame:
 
 def missing_required(target: str = "local") -> list[Check]:
     return [check for check in check_environment(target) if check.required and not check.ok]
+
+
+def environment_summary(target: str = "local") -> str:
+    """What is missing first, each with its fix in full (required before optional), then one line for the rest."""
+    checks = check_environment(target)
+    missing = sorted((c for c in checks if not c.ok), key=lambda c: not c.required)
+    lines = [f"{'✗ MISSING' if c.required else '– optional, missing'}: {c.name} (for {c.needed_for})\n"
+             f"    {c.how_to_get}" for c in missing]
+    found = [c for c in checks if c.ok]
+    names = ", ".join(f"{c.name} {c.found}" if c.name == "python" else c.name for c in found)
+    lines.append(textwrap.fill(f"✓ found {len(found)} of {len(checks)}: {names}", width=110,
+                               subsequent_indent="    "))
+    return "\n".join(lines)
