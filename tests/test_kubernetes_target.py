@@ -1003,26 +1003,38 @@ def replica_metrics(predictions: int) -> str:
         """)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for the small HTTP servers that stand in for pods and Grafana here: no access log."""
+
+    def answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def background_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """``handler`` served on a free port of 127.0.0.1 by a daemon thread; shut it down when done."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def metrics_servers() -> Iterator[Callable[[str], tuple[str, int]]]:
     """Real HTTP servers answering GET /metrics with a given text, standing in for pods' ports."""
     servers = []
 
     def serve(text: str) -> tuple[str, int]:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                body = text.encode()
-                self.send_response(200 if self.path == "/metrics" else 404)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(200 if self.path == "/metrics" else 404, text.encode(), "text/plain; version=0.0.4")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = background_server(Handler)
         servers.append(server)
         return "127.0.0.1", server.server_address[1]
 
@@ -1137,27 +1149,17 @@ def grafana_server() -> Iterator[tuple[tuple[str, int], dict]]:
     state: dict = {"titles": [], "searches": [], "refused": 0}
     expected = "Basic " + base64.b64encode(b"admin:s3cret").decode()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             if self.headers.get("Authorization") != expected:
                 state["refused"] += 1
-                self.send_response(401)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.answer(401, b"", "text/plain")
                 return
             state["searches"].append(self.path)
-            body = json.dumps([{"title": t, "type": "dash-db"} for t in state["titles"]]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200, json.dumps([{"title": t, "type": "dash-db"} for t in state["titles"]]).encode(),
+                        "application/json")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = background_server(Handler)
     yield ("127.0.0.1", server.server_address[1]), state
     server.shutdown()
     server.server_close()

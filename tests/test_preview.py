@@ -15,6 +15,7 @@ from matplotlib.image import AxesImage
 from tests.conftest import PROJECT_ROOT
 from workshop.preview import (
     PanelQuery,
+    _draw_panel,
     _stat_lines,
     legend,
     panel_queries,
@@ -204,3 +205,65 @@ def test_preview_draws_the_llm_dashboard_from_a_real_service(tmp_path):
     for title in ("Generation latency p50 / p95 / p99", "Time to first token p50 / p95 (streaming)",
                   "Tokens per second in (prompt) and out (completion)", "Model load duration"):
         assert drawn[title].get_lines(), f"{title} has no data"
+
+
+def _frame(times, values, **labels):
+    return pd.DataFrame({**{k: [v] * len(values) for k, v in labels.items()},
+                         "timestamp": pd.to_datetime(times, unit="s", utc=True), "value": values})
+
+
+def _drawn(query, *frames):
+    figure = Figure()
+    axes = figure.subplots()
+    _draw_panel(axes, [(query, frame) for frame in frames])
+    figure.canvas.draw()
+    return axes
+
+
+@pytest.mark.parametrize(("unit", "value", "text"), [
+    ("reqps", 12.5, "12.5 req/s"), ("percentunit", 0.1667, "16.7%"), ("s", 0.0042, "4.2 ms"), ("s", 2.5, "2.5 s"),
+    ("bytes", 64 * 2 ** 20, "64 MiB"), ("short", 3.0, "3"),
+])
+def test_the_y_axis_speaks_the_panels_unit(unit, value, text):
+    query = PanelQuery(panel="P", panel_type="timeseries", ref_id="A", expr="x", legend="", heatmap=False, unit=unit)
+    axes = _drawn(query, _frame([0, 15, 30], [value, value, value]))
+    assert axes.yaxis.get_major_formatter()(value, 0) == text
+
+
+def test_the_dashboards_thresholds_are_the_alert_rules_and_are_drawn_near_the_data():
+    from workshop.observability.alerts import ERROR_RATIO_THRESHOLD, FEATURE_DRIFT_THRESHOLD, LATENCY_SLO_SECONDS
+
+    queries = {q.panel: q for q in panel_queries(json.loads((PROJECT_ROOT / "dashboards" / "model.json").read_text()))}
+    latency = queries["Latency p50 / p95 / p99 by handler"]
+    assert [v for v, _ in latency.thresholds] == [LATENCY_SLO_SECONDS[0.5], LATENCY_SLO_SECONDS[0.99]]
+    assert [v for v, _ in queries["Error ratio (5xx share)"].thresholds] == [ERROR_RATIO_THRESHOLD]
+    drift = queries["Input drift per feature (mean input / training mean)"]
+    assert [v for v, _ in drift.thresholds] == [1 - FEATURE_DRIFT_THRESHOLD, 1 + FEATURE_DRIFT_THRESHOLD]
+
+    fast = _drawn(latency, _frame([0, 15, 30], [0.004, 0.005, 0.006]))
+    assert not [line for line in fast.lines if line.get_linestyle() == "--"], "300 ms would squash 5 ms to the floor"
+    assert "thresholds above: 50 ms, 300 ms" in [text.get_text() for text in fast.texts]
+    slow = _drawn(latency, _frame([0, 15, 30], [0.1, 0.2, 0.25]))
+    dashed = sorted(line.get_ydata()[0] for line in slow.lines if line.get_linestyle() == "--")
+    assert dashed == [0.05, 0.3] and slow.get_ylim()[1] >= 0.3
+    assert len(slow.patches) == 2, "a faint band above each threshold"
+
+
+def test_more_series_than_colours_become_small_multiples_on_one_scale():
+    features = [f"feature_{n}" for n in range(11)]
+    query = PanelQuery(panel="Drift", panel_type="timeseries", ref_id="A", expr="x", legend="{{feature}}",
+                       heatmap=False, unit="none", thresholds=((0.75, "green"), (1.25, "orange")))
+    frame = pd.concat([_frame([0, 15, 30], [1.0, 1.0 + n / 10, 1.1], feature=name) for n, name in enumerate(features)])
+    axes = _drawn(query, frame)
+    insets = axes.child_axes
+    assert [inset.get_title() for inset in insets] == sorted(features)
+    assert len({inset.get_ylim() for inset in insets}) == 1, "one scale, so the graphs compare"
+    assert all(len(inset.lines) == 3 for inset in insets), "the series and its two threshold lines"
+
+
+def test_a_range_with_a_single_instant_gets_a_readable_time_axis():
+    query = PanelQuery(panel="P", panel_type="timeseries", ref_id="A", expr="x", legend="", heatmap=False,
+                       unit="short")
+    axes = _drawn(query, _frame([100], [1.0]))
+    low, high = axes.get_xlim()
+    assert (high - low) * 24 * 60 == pytest.approx(2), "a minute either side, in matplotlib's days"

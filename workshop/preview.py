@@ -25,6 +25,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from workshop.prometheus import query_range
 
@@ -36,6 +37,9 @@ _LEGEND = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 STAT_TYPES = {"stat", "singlestat", "gauge", "bargauge", "table"}
+# Grafana's own palette would repeat after ten series: more lines than this become small multiples.
+MAX_LINES_PER_PANEL = 10
+GRAFANA_COLORS = {"green": "#73bf69", "orange": "#ff9830", "red": "#f2495c", "yellow": "#fade2a", "blue": "#5794f2"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class PanelQuery:
     heatmap: bool
     unit: str
     instant: bool = False  # Grafana evaluates it once, at the end of the range (a stat's current value)
+    # The panel's threshold steps drawn on the graph (Grafana's thresholdsStyle): (value, colour), ascending.
+    thresholds: tuple[tuple[float, str], ...] = ()
 
 
 def seconds(duration: str) -> float:
@@ -117,7 +123,8 @@ def panel_queries(
               "__rate_interval": rate_interval, "__interval": interval, "__range": time_range}
     queries = []
     for panel in panels(dashboard):
-        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        unit = defaults.get("unit", "")
         for target in panel.get("targets", []):
             if not target.get("expr") or target.get("hide"):
                 continue
@@ -126,9 +133,19 @@ def panel_queries(
                 ref_id=target.get("refId", "A"), expr=substitute(target["expr"], values),
                 legend=target.get("legendFormat", ""),
                 heatmap=panel.get("type") == "heatmap" or target.get("format") == "heatmap", unit=unit,
-                instant=bool(target.get("instant")),
+                instant=bool(target.get("instant")), thresholds=drawn_thresholds(defaults),
             ))
     return queries
+
+
+def drawn_thresholds(defaults: Mapping[str, Any]) -> tuple[tuple[float, str], ...]:
+    """The threshold steps a time series panel draws (its ``thresholdsStyle`` is not ``off``); the base step,
+    whose value is null, starts below everything and is not a line."""
+    if defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off") == "off":
+        return ()
+    steps = defaults.get("thresholds", {}).get("steps", [])
+    return tuple(sorted((float(step["value"]), GRAFANA_COLORS.get(step.get("color", ""), step.get("color", "grey")))
+                        for step in steps if step.get("value") is not None))
 
 
 def _series(frame: pd.DataFrame) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
@@ -143,12 +160,17 @@ def _series(frame: pd.DataFrame) -> Iterator[tuple[dict[str, Any], pd.DataFrame]
 
 
 def _format(value: float, unit: str) -> str:
+    """A value in the panel's unit, as Grafana writes it: req/s, %, ms or s, MiB."""
     if math.isnan(value):
         return "NaN"
     if unit == "percentunit":
         return f"{value:.1%}"
     if unit == "s":
         return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
+    if unit == "reqps":
+        return f"{value:.3g} req/s"
+    if unit == "bytes":
+        return f"{value / 2 ** 20:.3g} MiB"
     return f"{value:.3g}{' ' + unit if unit and unit not in ('short', 'none') else ''}"
 
 
@@ -197,21 +219,80 @@ def _draw_panel(axes: Axes, results: list[tuple[PanelQuery, pd.DataFrame]]) -> N
                   fontsize=14 if len(lines) == 1 else 9)
         axes.set_axis_off()
         return
+    series = [(query, labels, rows) for query, frame in results if not (query.heatmap and "le" in frame.columns)
+              for labels, rows in _series(frame)]
     for query, frame in results:
         if query.heatmap and "le" in frame.columns:
             _draw_heatmap(axes, frame)
-            continue
-        for labels, rows in _series(frame):
-            sparse = len(rows) < 20  # a short range: show each point, or a lone one would be invisible
-            axes.plot(rows["timestamp"], rows["value"], label=legend(query.legend, labels) or query.ref_id,
-                      marker="o" if sparse else None, markersize=3)
+    if len(series) > MAX_LINES_PER_PANEL:
+        _draw_small_multiples(axes, series, first)
+        return
+    for query, labels, rows in series:
+        sparse = len(rows) < 20  # a short range: show each point, or a lone one would be invisible
+        axes.plot(rows["timestamp"], rows["value"], label=legend(query.legend, labels) or query.ref_id,
+                  marker="o" if sparse else None, markersize=3)
     if axes.lines:
-        axes.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
-    axes.tick_params(axis="x", labelrotation=20, labelsize=7)
-    if first.unit not in ("", "none", "short") and not first.heatmap:
-        axes.set_ylabel(first.unit)
+        _time_axis(axes, [rows for _, _, rows in series])
+        _draw_thresholds(axes, first)
+        if not first.heatmap:
+            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _format(value, first.unit)))
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=7, loc="upper left")
+
+
+def _time_axis(axes: Axes, frames: list[pd.DataFrame]) -> None:
+    """Clock times on x; a range holding a single instant gets a minute either side, not a zero-width axis."""
+    axes.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
+    axes.tick_params(axis="x", labelrotation=20, labelsize=7)
+    stamps = pd.concat([rows["timestamp"] for rows in frames])
+    if stamps.min() == stamps.max():
+        axes.set_xlim(stamps.min() - pd.Timedelta(minutes=1), stamps.max() + pd.Timedelta(minutes=1))
+
+
+def _draw_thresholds(axes: Axes, query: PanelQuery) -> None:
+    """The panel's thresholds as dashed lines over a faint band, as Grafana draws them. One far above the
+    data (more than twice its top) would squash the lines to the floor: it is named in a corner instead."""
+    if not query.thresholds:
+        return
+    low, high = axes.get_ylim()
+    top = max(high, 0.0)
+    shown = [(value, colour) for value, colour in query.thresholds if value <= 2 * top or top == 0]
+    for index, (value, colour) in enumerate(shown):
+        upper = shown[index + 1][0] if index + 1 < len(shown) else max(2 * top, value)
+        axes.axhline(value, color=colour, linestyle="--", linewidth=1)
+        axes.axhspan(value, upper, color=colour, alpha=0.08)
+    above = [_format(value, query.unit) for value, colour in query.thresholds if (value, colour) not in shown]
+    if above:
+        axes.text(0.99, 0.97, "thresholds above: " + ", ".join(above), transform=axes.transAxes, ha="right",
+                  va="top", fontsize=7, color="grey")
+    axes.set_ylim(low, max(high, *(value for value, _ in shown)) if shown else high)
+
+
+def _draw_small_multiples(axes: Axes, series: list[tuple[PanelQuery, dict[str, Any], pd.DataFrame]],
+                          first: PanelQuery) -> None:
+    """One small graph per series inside the panel, on a shared y scale: eleven features in ten colours
+    cannot be told apart, eleven small graphs can."""
+    axes.set_axis_off()
+    columns = math.ceil(math.sqrt(len(series)))
+    rows_needed = math.ceil(len(series) / columns)
+    values = pd.concat([rows["value"] for _, _, rows in series])
+    lower, upper = float(values.min()), float(values.max())
+    for value, _ in first.thresholds:
+        lower, upper = min(lower, value), max(upper, value)
+    margin = (upper - lower) * 0.1 or 0.1
+    width, height = 1 / columns, 1 / rows_needed
+    for index, (query, labels, rows) in enumerate(series):
+        column, row = index % columns, index // columns
+        inset = axes.inset_axes((column * width + 0.02, 1 - (row + 1) * height + 0.08, width - 0.04, height - 0.16))
+        inset.plot(rows["timestamp"], rows["value"], color="#1f77b4", marker="o" if len(rows) < 20 else None,
+                   markersize=2, linewidth=1)
+        for value, colour in first.thresholds:
+            inset.axhline(value, color=colour, linestyle="--", linewidth=0.8)
+        inset.set_ylim(lower - margin, upper + margin)
+        inset.set_title(legend(query.legend, labels) or query.ref_id, fontsize=7, pad=2)
+        inset.set_xticks([])
+        inset.tick_params(axis="y", labelsize=6)
+        inset.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _format(value, first.unit)))
 
 
 def preview_dashboard(

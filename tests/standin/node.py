@@ -21,6 +21,7 @@ read-only and unprivileged).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -447,7 +448,6 @@ class Node:
         try:
             if kind == "configmap":
                 return self.core.read_namespaced_config_map(name, namespace).data or {}
-            import base64
 
             data = self.core.read_namespaced_secret(name, namespace).data or {}
             return {key: base64.b64decode(value).decode() for key, value in data.items()}

@@ -25,6 +25,7 @@ from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColor
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from workshop.observability import generated
+from workshop.observability.alerts import ERROR_RATIO_THRESHOLD, FEATURE_DRIFT_THRESHOLD, LATENCY_SLO_SECONDS
 from workshop.observability.llm_dashboard import build_llm_dashboard
 from workshop.observability.panels import (
     DATASOURCE,
@@ -58,14 +59,15 @@ def latency_panel() -> PanelBuilder:
             "Latency p50 / p95 / p99 by handler",
             "Server-side request duration percentiles per route, from the http_request_duration_seconds "
             "histogram (health, readiness and metrics scrapes excluded). p50 is the typical request, p99 the "
-            "slowest 1 %. The dashed lines are the SLO bounds, 50 ms (single prediction) and 300 ms (batch). "
+            f"slowest 1 %. The dashed lines are the SLO bounds of the alert rules, p50 under "
+            f"{LATENCY_SLO_SECONDS[0.5] * 1000:.0f} ms and p99 under {LATENCY_SLO_SECONDS[0.99] * 1000:.0f} ms. "
             "A p99 far above p50 means queueing (CPU saturation, garbage collection, too few replicas); all "
             "three rising together means every request got slower (a bigger model, a noisy neighbour).",
             "s",
         ),
         "green",
-        (0.05, "orange"),
-        (0.3, "red"),
+        (LATENCY_SLO_SECONDS[0.5], "orange"),
+        (LATENCY_SLO_SECONDS[0.99], "red"),
     ).targets(quantile_targets(bucket_rate, by="le, handler", legend_suffix=" {{handler}}"))
 
 
@@ -172,14 +174,15 @@ def input_drift_panel() -> PanelBuilder:
             "Input drift per feature (mean input / training mean)",
             "For each of the 11 input features, the mean value sent to the model divided by its mean in the "
             "training data. 1.0 means the traffic looks like the training data on that feature. A line "
-            "drifting away (the dashed lines mark ±20 %) means the model is fed wines unlike those it learnt "
-            "from: its predictions are less trustworthy there. One feature far off while the others hold is "
-            "often a unit or sensor error in the client (g/L sent as mg/L).",
+            "drifting away (the dashed lines mark "
+            f"±{FEATURE_DRIFT_THRESHOLD:.0%}, where the drift alert fires) means the model is fed wines unlike "
+            "those it learnt from: its predictions are less trustworthy there. One feature far off while the "
+            "others hold is often a unit or sensor error in the client (g/L sent as mg/L).",
             "none",
         ).decimals(2),
         "orange",
-        (0.8, "green"),
-        (1.2, "orange"),
+        (round(1 - FEATURE_DRIFT_THRESHOLD, 6), "green"),
+        (round(1 + FEATURE_DRIFT_THRESHOLD, 6), "orange"),
     ).with_target(query(f"{feature_rate} / on() group_left() {rows_rate} / on(feature) {training_mean}", "{{feature}}"))
 
 
@@ -207,7 +210,7 @@ def _model_rows() -> list[Row]:
             [
                 sized(model_version_panel(), 4),
                 sized(request_rate_panel(), 10),
-                sized(error_ratio_panel(), 10),
+                sized(error_ratio_panel(ERROR_RATIO_THRESHOLD), 10),
                 sized(latency_panel(), 16, 9),
                 sized(in_flight_panel(), 8, 9),
             ],

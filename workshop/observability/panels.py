@@ -110,8 +110,9 @@ def request_rate_panel() -> PanelBuilder:
     ).with_target(query(f"sum by (handler, status) ({rate('http_requests_total')})", "{{handler}} {{status}}"))
 
 
-def error_ratio_panel() -> PanelBuilder:
-    """The share of failed requests: an error rate alone means nothing without the load."""
+def error_ratio_panel(threshold: float = 0.01) -> PanelBuilder:
+    """The share of failed requests: an error rate alone means nothing without the load. ``threshold`` is the
+    dashed line: the service's alert threshold where it has one, so the graph shows when the alert would fire."""
     # `> 0`: no traffic is "no data", not 0/0; `or vector(0)`: traffic without any 5xx series is 0, not "no data".
     total = f"(sum({rate('http_requests_total')}) > 0)"
     share = {
@@ -124,11 +125,12 @@ def error_ratio_panel() -> PanelBuilder:
             "Share of all requests answered with a server error (5xx), and, for comparison, with a client "
             "error (4xx). 5xx should be 0: any sustained value is a bug, a missing model (503 before /ready) "
             "or an overloaded replica, and burns the error budget. 4xx is the client's fault (invalid input, "
-            "too large a body); a jump usually means a client changed its payload. The dashed line marks 1 %.",
+            "too large a body); a jump usually means a client changed its payload. The dashed line marks "
+            f"{threshold:.0%}.",
             "percentunit",
         ).min(0),
         "green",
-        (0.01, "red"),
+        (threshold, "red"),
     ).targets(
         [
             query(share["5xx"], "5xx share"),
