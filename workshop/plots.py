@@ -7,6 +7,7 @@ re-run cell never stacks plots on top of each other.
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
 COLORS = {"red": "#8e1b2c", "white": "#d8c36a"}
@@ -78,4 +79,19 @@ def predicted_vs_tasters(tasters, predicted) -> Figure:
     counts.sort_index().plot.bar(ax=right, rot=0, color=["#7f8c8d", "#2980b9"])
     right.set(xlabel="score", ylabel="test wines", title="How often each score is given")
     figure.tight_layout()
+    return figure
+
+
+def traffic_during(counts_by_status: pd.DataFrame, counts_by_answer: pd.DataFrame, title: str) -> Figure:
+    """Requests per second while something changed: by HTTP status (top) and by who answered (bottom).
+    A drop to zero, a 5xx or a "no answer" band is a request a user saw fail."""
+    figure = Figure(figsize=(10, 4.6), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    for axes, counts, what in ((top, counts_by_status, "status"), (bottom, counts_by_answer, "answered by")):
+        labels = [("no answer" if str(c) == "0" else str(c)) for c in counts.columns]
+        axes.stackplot(counts.index, counts.T.to_numpy(), labels=labels, step="post", alpha=0.85)
+        axes.set(ylabel="requests / s")
+        axes.legend(title=what, fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    top.set_title(title)
+    bottom.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
     return figure

@@ -285,8 +285,11 @@ class LocalTarget:
                 raise RolloutFailedError(
                     f"rollout of {name} stopped: a new replica with {changes} never became ready within "
                     f"{timeout:.0f} s; the old replicas keep serving.\n{error}") from None
-            old.stop()
-            old.url, old.process, old.env = new.url, new.process, new.env
+            # The replica's URL moves to the new process before the old one stops: whoever reads it per
+            # request (as a Service would route) never gets the stopped one.
+            previous, old.url, old.process, old.env = old.process, new.url, new.process, new.env
+            if previous is not None:
+                previous.stop()
         self._update_scraping()
         return [d.url for d in self.replicas(name)]
 
