@@ -175,7 +175,7 @@ def input_drift_panel() -> PanelBuilder:
             "For each of the 11 input features, the mean value sent to the model divided by its mean in the "
             "training data. 1.0 means the traffic looks like the training data on that feature. A line "
             "drifting away (the dashed lines mark "
-            f"±{FEATURE_DRIFT_THRESHOLD:.0%}, where the drift alert fires) means the model is fed wines unlike "
+            f"±{FEATURE_DRIFT_THRESHOLD * 100:g} %, where the drift alert fires) means the model is fed wines unlike "
             "those it learnt from: its predictions are less trustworthy there. One feature far off while the "
             "others hold is often a unit or sensor error in the client (g/L sent as mg/L).",
             "none",

@@ -126,7 +126,7 @@ def error_ratio_panel(threshold: float = 0.01) -> PanelBuilder:
             "error (4xx). 5xx should be 0: any sustained value is a bug, a missing model (503 before /ready) "
             "or an overloaded replica, and burns the error budget. 4xx is the client's fault (invalid input, "
             "too large a body); a jump usually means a client changed its payload. The dashed line marks "
-            f"{threshold:.0%}.",
+            f"{threshold * 100:g} %.",
             "percentunit",
         ).min(0),
         "green",
