@@ -300,3 +300,12 @@ def test_llm_alerts_on_real_services(tmp_path: Path):
         assert query(url, expressions["LLMServiceDown"]).empty
     finally:
         target.teardown()
+
+
+def test_the_drift_ratio_the_notebook_shows_is_the_left_side_of_the_drift_alert():
+    from workshop.observability.alerts import WINDOW, alert_expressions, feature_drift_ratio
+
+    rule = " ".join(alert_expressions()["WineFeatureDrift"].split())
+    assert f"abs( {feature_drift_ratio(WINDOW)} - 1 )".replace("( ", "(").replace(" )", ")") in rule.replace(
+        "( ", "(").replace(" )", ")")
+    assert "[1m]" in feature_drift_ratio("1m") and "[5m]" not in feature_drift_ratio("1m")

@@ -54,6 +54,16 @@ GENERATED_HEADER = (
 )
 
 
+def feature_drift_ratio(window: str = WINDOW) -> str:
+    """Per feature, the mean input over ``window`` divided by its training mean (1.0: like training). The left
+    side of WineFeatureDrift (tested to be the same): over a shorter window, what the drift panel draws."""
+    return " ".join(f"""
+        sum by (job, namespace, feature) (rate(wine_input_feature_sum_total{{{SELECTOR}}}[{window}]))
+        / on(job, namespace) group_left sum by (job, namespace) (rate(wine_input_rows_total{{{SELECTOR}}}[{window}]))
+        / on(job, namespace, feature) max by (job, namespace, feature) (wine_training_feature_mean{{{SELECTOR}}})
+    """.split())
+
+
 def _enough_rows(counter: str) -> str:
     """The sample-size guard appended to the drift alerts."""
     return f"sum by (job, namespace) (increase({counter}{{{SELECTOR}}}[{WINDOW}])) >= {MIN_DRIFT_ROWS}"
