@@ -245,3 +245,15 @@ def test_locust_image_load_tests_the_wine_container(
         assert int(totals[1]) > 10 and int(totals[2]) == 0, totals[0]
     finally:
         container.remove_image(tag)
+
+
+def test_the_layers_say_where_the_bytes_are_and_the_model_comes_last(wine_image: str):
+    """What notebook 03 shows: the base image's layers first, the venv the largest of the Dockerfile's, and the
+    model on top, so a new model ships as one small layer."""
+    layers = container.image_layers(wine_image, container.dockerfile_base_image())
+    assert sum(layer.size for layer in layers) == container.image_size(wine_image)
+    assert layers[0].from_base and not layers[-1].from_base
+    own = [layer for layer in layers if not layer.from_base]
+    assert max(own, key=lambda layer: layer.size).instruction.startswith("COPY /opt/venv")
+    assert own[-1].instruction.startswith("COPY artifacts/wine /srv/model")
+    assert container.dockerfile_base_image() == BASE_IMAGE

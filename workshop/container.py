@@ -371,6 +371,37 @@ def image_size(tag: str) -> int:
     return int(docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
 
 
+class Layer(NamedTuple):
+    """One layer of an image: the instruction that made it, its size, and whether it came with the base image."""
+
+    instruction: str
+    size: int
+    from_base: bool
+
+
+def dockerfile_base_image(dockerfile: Path = PROJECT_ROOT / "Dockerfile") -> str:
+    """The default of the Dockerfile's ``ARG PYTHON_IMAGE``: the image every stage starts ``FROM``."""
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("ARG PYTHON_IMAGE="):
+            return line.split("=", 1)[1].strip()
+    raise ValueError(f"{dockerfile} has no ARG PYTHON_IMAGE default")
+
+
+def image_layers(tag: str, base: str | None = None) -> list[Layer]:
+    """The layers of ``tag`` that hold bytes, oldest first (``docker history``). The oldest layers, as many
+    as ``base`` has, are the base image's; an instruction that only sets metadata (ENV, USER) adds no layer."""
+    history = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag)
+    rows = [[*line.split("\t", 1), ""][:2] for line in reversed(history.strip("\n").splitlines())]
+    base_count = len(docker("history", "--quiet", base).split()) if base else 0
+    layers = []
+    for index, (size, created_by) in enumerate(rows):
+        instruction = re.sub(r"^/bin/sh -c (#\(nop\) )?| # buildkit$", "", created_by.strip())
+        instruction = re.sub(r"^RUN (\|\d+ [^/]*)?/bin/sh -c ", "RUN ", instruction) or "(no history: imported)"
+        if int(size) > 0:
+            layers.append(Layer(" ".join(instruction.split())[:100], int(size), index < base_count))
+    return layers
+
+
 def image_user(tag: str) -> str:
     """The image's ``USER`` (``uid:gid`` for the workshop's images); an empty string means root."""
     return docker("image", "inspect", "--format", "{{.Config.User}}", tag).strip()
