@@ -37,8 +37,11 @@ from app.wine.data import load_wine_frame
 from app.wine.features import FEATURE_NAMES, FEATURES
 
 BOUNDS: dict[str, tuple[float, float]] = {f.name: (f.minimum, f.maximum) for f in FEATURES}
-# Drifted traffic: a vintage of stronger, sweeter wines. Shifts are additive, then clipped to the bounds.
-DRIFT_SHIFTS: dict[str, float] = {"alcohol": 1.5, "residual_sugar": 6.0}
+# Drifted traffic: the vintage of notebook 05 (workshop.traffic.drift), stronger and sweeter: +3 % vol alcohol and
+# residual sugar x3, clipped to the bounds. This file runs alone in the Locust image, so it keeps its own copy
+# of the two numbers; tests/test_load_tests.py checks that both make the same wines.
+DRIFT_ALCOHOL_ADDED = 3.0
+DRIFT_SUGAR_FACTOR = 3.0
 CORRUPTIONS = ("string", "negative", "impossible", "missing", "wrong_type")
 CORRUPTED_NAME = "/predict [corrupted: {kind}]"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -87,12 +90,13 @@ def _write_final_csv(**_: Any) -> None:
             final.failures_csv(csv.writer(handle))
 
 
-def drift(wine: dict[str, Any], shifts: dict[str, float] = DRIFT_SHIFTS) -> dict[str, Any]:
-    """The wine shifted by ``shifts``, still valid: inside the physical bounds and free SO2 <= total SO2."""
+def drift(wine: dict[str, Any]) -> dict[str, Any]:
+    """The wine of the drifted vintage, still valid: inside the physical bounds and free SO2 <= total SO2."""
     shifted = dict(wine)
-    for name, delta in shifts.items():
+    for name, value in (("alcohol", wine["alcohol"] + DRIFT_ALCOHOL_ADDED),
+                        ("residual_sugar", wine["residual_sugar"] * DRIFT_SUGAR_FACTOR)):
         low, high = BOUNDS[name]
-        shifted[name] = min(max(shifted[name] + delta, low), high)
+        shifted[name] = min(max(value, low), high)
     shifted["free_sulfur_dioxide"] = min(shifted["free_sulfur_dioxide"], shifted["total_sulfur_dioxide"])
     return shifted
 

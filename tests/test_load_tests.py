@@ -50,7 +50,8 @@ wine = {"fixed_acidity": 7.4, "volatile_acidity": 0.7, "citric_acid": 0.0, "resi
 fields = [*lf.FEATURE_NAMES, "color"]
 corrupted = [[kind, field, lf.corrupt(wine, kind, field)] for kind in lf.CORRUPTIONS for field in fields
              if not (kind in ("negative", "impossible") and field == "color")]
-print(json.dumps({"corrupted": corrupted, "drifted": lf.drift(wine), "shifts": lf.DRIFT_SHIFTS}))
+sober = {**wine, "alcohol": 9.4}
+print(json.dumps({"corrupted": corrupted, "drifted": lf.drift(wine), "sober": [sober, lf.drift(sober)]}))
 """
 
 
@@ -74,11 +75,24 @@ def test_every_corruption_of_every_field_is_refused_by_the_schema(bodies):
 
 
 def test_drift_shifts_up_and_stays_valid(bodies):
-    drifted = WineInput.model_validate(bodies["drifted"])  # clipped: alcohol 24.5 + 1.5 stays <= 25
+    drifted = WineInput.model_validate(bodies["drifted"])  # clipped: alcohol 24.5 + 3 stays <= 25
     bounds = {f.name: f.maximum for f in FEATURES}
     assert drifted.alcohol == bounds["alcohol"]
-    assert drifted.residual_sugar == pytest.approx(1.9 + bodies["shifts"]["residual_sugar"])
+    assert drifted.residual_sugar == pytest.approx(1.9 * 3)
     assert drifted.free_sulfur_dioxide <= drifted.total_sulfur_dioxide
+
+
+def test_the_load_test_drifts_the_wines_exactly_as_notebook_05_does(bodies):
+    """05 and 06 speak of one drifted vintage: the locustfile's copy of the shift makes the same wines."""
+    import pandas as pd
+
+    from workshop.traffic import drift as traffic_drift
+
+    wine, drifted = bodies["sober"]
+    expected = traffic_drift(pd.DataFrame([wine])).iloc[0].to_dict()
+    assert drifted["color"] == expected.pop("color")
+    assert {name: drifted[name] for name in expected} == pytest.approx(expected)
+    assert drifted["alcohol"] == pytest.approx(12.4) and drifted["residual_sugar"] == pytest.approx(5.7)
 
 
 # --- reading results -------------------------------------------------------------------------------
