@@ -34,8 +34,8 @@ def test_runs_in_order_with_parameters_and_writes_notebooks_and_html(tmp_path):
     for run in runs:
         assert run.output.is_file() and run.html.is_file() and run.seconds > 0
         assert "<html" in run.html.read_text().lower()
-    assert messages[0] == "[1/2] 00_first.ipynb ..."
-    assert messages[1].startswith("[1/2] 00_first.ipynb ok in ")
+    assert messages[0] == "[1/2] 00_first.ipynb (answer-key) ..."
+    assert messages[1].startswith("[1/2] 00_first.ipynb (answer-key) ok in ")
 
 
 def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
