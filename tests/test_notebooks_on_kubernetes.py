@@ -197,6 +197,7 @@ def test_the_failing_rollout_shows_the_probes_503_and_keeps_the_scaled_replicas(
     assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in shown
     assert "Rolled back to the previous settings" in shown
     assert "replicas serving after the failed rollout: 3" in shown
+    assert "requests that failed (5xx or no answer): 0" in shown, "traffic through the port-forward, all answered"
 
 
 def test_load_test_counts_cover_every_replica(executed):
@@ -210,6 +211,7 @@ def test_the_chat_service_served_swapped_and_kept_serving_after_a_failed_swap(ex
     assert f"answered by: {CHAT_MODELS['swap_model_id']}" in shown
     assert f"still answered by: {CHAT_MODELS['swap_model_id']}" in shown
     assert "LLMModelSwapFailed firing: True" in shown
+    assert "completions that failed (5xx or no answer): 0" in shown and "answered by: True" in shown
 
 
 def test_no_output_carries_carriage_returns(executed):
