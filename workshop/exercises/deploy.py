@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.wine.schemas import EXAMPLE_WINE
 from workshop.client import WineClient
 from workshop.exercises import Verdict, done, not_done, wrong
 
@@ -22,15 +23,9 @@ def check_rolled_out(where: Any, url: str, rollout: Any, *, version: str, replic
     ready = where.ready_replicas("wine")
     if ready < replicas:
         return wrong(f"only {ready} of {replicas} replicas are ready after the rollout")
-    answered = WineClient(url).predict(WINE)["model_version"]
+    answered = WineClient(url).predict(EXAMPLE_WINE)["model_version"]
     if answered != version:
         return wrong(f"the service now answers with model {answered}, not {version}")
     return done(f"{ready} replicas ready, each with {variable}={value}, and model {version} still answers: "
                 "the new replicas took over one by one while the old ones served")
 
-
-WINE = {
-    "fixed_acidity": 7.4, "volatile_acidity": 0.7, "citric_acid": 0.0, "residual_sugar": 1.9,
-    "chlorides": 0.076, "free_sulfur_dioxide": 11.0, "total_sulfur_dioxide": 34.0, "density": 0.9978,
-    "ph": 3.51, "sulphates": 0.56, "alcohol": 9.4, "color": "red",
-}
