@@ -70,3 +70,34 @@ def test_no_notebooks_is_an_error(tmp_path, capsys):
                                              ("/srv/wine", "/srv/wine")])
 def test_parameter_values_are_typed(text, value):
     assert parse_value(text) == value
+
+
+def test_a_finished_kernel_is_shut_down_without_an_interrupt_and_over_unix_sockets():
+    """No SIGINT races the kernel's last reply (ipykernel would log an ERROR in every unattended run)."""
+    import asyncio
+    import signal
+
+    from workshop.run_notebooks import LocalSocketKernelManager
+
+    async def scenario() -> list[int]:
+        manager = LocalSocketKernelManager(kernel_name="python3")
+        sent: list[int] = []
+        deliver = manager._async_signal_kernel
+
+        async def recording(signum: int) -> None:
+            sent.append(signum)
+            await deliver(signum)
+
+        manager._async_signal_kernel = recording
+        await manager.start_kernel()
+        assert manager.transport == "ipc"
+        client = manager.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=60)
+        client.stop_channels()
+        await manager.interrupt_kernel()  # an interrupt asked for outside a shutdown still goes through
+        await manager.shutdown_kernel()
+        assert not await manager.is_alive()
+        return sent
+
+    assert asyncio.run(scenario()) == [signal.SIGINT]

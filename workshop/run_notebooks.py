@@ -37,6 +37,14 @@ class LocalSocketKernelManager(AsyncKernelManager):
         kwargs.setdefault("transport", "ipc")
         super().__init__(**kwargs)
 
+    async def _async_interrupt_kernel(self) -> None:
+        # jupyter_client sends SIGINT before every shutdown, in case a cell still runs. After a finished run none
+        # does, and the signal only races the kernel's last reply (ipykernel then logs "KeyboardInterrupt caught
+        # in kernel" as an ERROR). A stuck kernel still goes: the shutdown request is followed by a kill.
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
 
 @dataclass
 class NotebookRun:
