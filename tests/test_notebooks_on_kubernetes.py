@@ -211,7 +211,7 @@ def test_the_chat_service_served_swapped_and_kept_serving_after_a_failed_swap(ex
     assert f"answered by: {CHAT_MODELS['swap_model_id']}" in shown
     assert f"still answered by: {CHAT_MODELS['swap_model_id']}" in shown
     assert "LLMModelSwapFailed firing: True" in shown
-    assert "completions that failed (5xx or no answer): 0" in shown and "answered by: True" in shown
+    assert "completions that failed (5xx or no answer): 0" in shown
 
 
 def test_no_output_carries_carriage_returns(executed):

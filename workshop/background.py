@@ -58,6 +58,18 @@ class BackgroundTraffic:
             self.records.append((started, status, answered_by))
             self._stop.wait(self.pause_s)
 
+    def wait_until(self, condition: Callable[[list[tuple[float, int, str]]], bool], timeout: float) -> None:
+        """Block until ``condition(records)`` holds (e.g. the new model has answered once); TimeoutError if not."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.records)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"background traffic: condition not met within {timeout:.0f} s; {self.summary()}")
+            time.sleep(0.05)
+
+    def answered_by(self, who: str) -> Callable[[list[tuple[float, int, str]]], bool]:
+        """A condition for :meth:`wait_until`: ``who`` has answered at least one request."""
+        return lambda records: any(answered == who for _, _, answered in records)
+
     @property
     def frame(self) -> pd.DataFrame:
         """One row per request: ``time`` (UTC), ``status``, ``answered_by``."""
