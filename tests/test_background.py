@@ -51,3 +51,12 @@ def test_a_rolling_update_under_traffic_drops_nothing_and_a_stopped_service_is_s
         assert "ConnectError" in set(stopping.frame["answered_by"])
     finally:
         target.teardown()
+
+
+def test_waiting_for_an_answer_returns_once_it_came_and_times_out_with_the_summary_otherwise():
+    answers = iter(["old", "old", "new"] + ["new"] * 10_000)
+    with BackgroundTraffic("http://127.0.0.1:9", lambda http: (200, next(answers)), pause_s=0.001) as traffic:
+        traffic.wait_until(traffic.answered_by("new"), timeout=10)
+        with pytest.raises(TimeoutError, match="'requests'"):
+            traffic.wait_until(traffic.answered_by("nobody"), timeout=0.2)
+    assert [by for _, _, by in traffic.records[:3]] == ["old", "old", "new"] and traffic.failed == 0
