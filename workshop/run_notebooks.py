@@ -24,7 +24,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from workshop.editions import ANSWER_KEY, EDITIONS, LEARNER, edition, unexpected_checks
+from workshop.editions import ANSWER_KEY, EDITIONS, EXPECTED_STATE, LEARNER, edition, unexpected_checks
 from workshop.paths import project_root
 from workshop.targets import TARGETS
 
@@ -111,8 +111,8 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], t
             kernel_manager_class=LocalSocketKernelManager,
         )
         if wrong := unexpected_checks(nbformat.read(output, as_version=4), which):
-            expected = "not done yet" if which == LEARNER else "done"
-            error = f"{notebook.name} ({which}): checks that did not say {expected!r}: " + "; ".join(wrong)
+            error = (f"{notebook.name} ({which}): checks that did not say {EXPECTED_STATE[which]!r}: "
+                     + "; ".join(wrong))
     except PapermillExecutionError as failure:
         error = f"{notebook.name} failed in {failed_cell(output)}: {failure.ename}: {failure.evalue}"
     except Exception as failure:  # noqa: BLE001 - a dead kernel or a cell timeout must still name the notebook
