@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -77,6 +80,8 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt_and_over_unix_socke
     import asyncio
     import signal
 
+    from jupyter_core.paths import jupyter_runtime_dir
+
     from workshop.run_notebooks import LocalSocketKernelManager
 
     async def scenario() -> list[int]:
@@ -91,6 +96,9 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt_and_over_unix_socke
         manager._async_signal_kernel = recording
         await manager.start_kernel()
         assert manager.transport == "ipc"
+        # its sockets are its own, in the runtime folder, not a shared "kernel-ipc" in the current folder
+        assert Path(manager.ip).parent == Path(jupyter_runtime_dir())
+        assert manager.ip != LocalSocketKernelManager(kernel_name="python3").ip
         client = manager.client()
         client.start_channels()
         await client.wait_for_ready(timeout=60)
@@ -101,3 +109,31 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt_and_over_unix_socke
         return sent
 
     assert asyncio.run(scenario()) == [signal.SIGINT]
+
+
+def test_editions_run_at_the_same_time_each_with_its_own_paths_and_the_teardown_after_both(tmp_path):
+    """Two learners on one machine: the answer key writes where the learner's edition does not, both run at
+    once, and the notebook that cleans the whole machine starts only when both are done."""
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    log = tmp_path / "log.txt"
+    record = (f"import os, time\nwith open({str(log)!r}, 'a') as f:\n"
+              "    f.write(f'{name} {time.time()} {globals().get(\"model_dir\", \"undeclared\")} '\n"
+              "            f'{os.environ.get(\"OMP_NUM_THREADS\")}\\n')")
+    write_notebook(source / "01_train.ipynb", "import time; time.sleep(2)", record,
+                   parameters="name = 'train'\nmodel_dir = '../artifacts/wine'")
+    write_notebook(source / "08_teardown.ipynb", record, parameters="name = 'teardown'")
+    runs = run_all(discover(source), tmp_path / "build", {}, echo=lambda *a, **k: None,
+                   editions=("learner", "answer-key"), parallel=True)
+    assert sorted(run.output.relative_to(tmp_path / "build").as_posix() for run in runs) == [
+        "01_train.ipynb", "08_teardown.ipynb", "answer-key/01_train.ipynb", "answer-key/08_teardown.ipynb"]
+    rows = [line.split() for line in log.read_text().splitlines()]
+    trains = {row[2]: float(row[1]) for row in rows if row[0] == "train"}
+    answer_key_model = str((tmp_path / "build" / "answer-key" / "artifacts" / "wine").resolve())
+    assert sorted(trains) == sorted(["../artifacts/wine", answer_key_model])
+    assert abs(trains["../artifacts/wine"] - trains[answer_key_model]) < 2, "the two trainings overlapped"
+    assert {row[3] for row in rows if row[0] == "train"} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    teardowns = [row for row in rows if row[0] == "teardown"]
+    assert len(teardowns) == 2 and min(float(row[1]) for row in teardowns) > max(trains.values())
+    assert {row[2] for row in teardowns} == {"undeclared"}, "a notebook gets only the paths it declares"
+    assert "OMP_NUM_THREADS" not in os.environ, "the kernels' thread count is not left behind"

@@ -19,9 +19,12 @@ from pathlib import Path
 
 from workshop import container
 
+# The wine image of notebook 03's answer key when `make workshop` runs it beside the learner's edition.
+ANSWER_KEY_WINE_IMAGE = "wine-service:answer-key"
 # The images the workshop builds (notebook 03; the locust and llm ones for the kubernetes target).
 WORKSHOP_IMAGES = (
     "wine-service:latest",
+    ANSWER_KEY_WINE_IMAGE,
     "ml-serving-workshop/wine-locust:latest",
     "ml-serving-workshop/llm-service:latest",
 )

@@ -21,6 +21,7 @@ import nbformat
 from nbconvert.preprocessors import TagRemovePreprocessor
 
 from workshop.exercises import DONE, NOT_DONE, verdict_state
+from workshop.paths import numbered_notebooks, project_root
 
 EXERCISE_TAG, SOLUTION_TAG, CHECK_TAG = "exercise", "solution", "check"
 LEARNER, ANSWER_KEY = "learner", "answer-key"
@@ -49,7 +50,7 @@ def write_learner_notebooks(source: Path, destination: Path) -> list[Path]:
     a notebook already in ``destination`` is the learner's work and stays. Returns the notebooks written."""
     destination.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in sorted(source.glob("[0-9][0-9]_*.ipynb")):
+    for path in numbered_notebooks(source):
         target = destination / path.name
         if target.exists():
             continue
@@ -90,14 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m workshop.editions --output lab``: the learner's notebooks, for ``make lab``."""
     import argparse
 
-    from workshop.paths import project_root
-
     parser = argparse.ArgumentParser(prog="python -m workshop.editions", description=main.__doc__)
     parser.add_argument("--notebooks", type=Path, default=project_root() / "notebooks")
     parser.add_argument("--output", type=Path, default=project_root() / "lab")
     args = parser.parse_args(argv)
     written = write_learner_notebooks(args.notebooks, args.output)
-    kept = sorted({p.name for p in args.output.glob("[0-9][0-9]_*.ipynb")} - {p.name for p in written})
+    kept = sorted({p.name for p in numbered_notebooks(args.output)} - {p.name for p in written})
     for path in written:
         print(f"wrote {path.name} (the learner's edition)")
     if kept:

@@ -16,3 +16,8 @@ def project_root(start: Path | None = None) -> Path:
             if pyproject.is_file() and PROJECT_NAME in pyproject.read_text():
                 return folder
     raise FileNotFoundError("Cannot find the workshop's pyproject.toml; run from inside the repository.")
+
+
+def numbered_notebooks(folder: Path) -> list[Path]:
+    """The workshop's notebooks in ``folder``, ``NN_name.ipynb``, in their order."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
