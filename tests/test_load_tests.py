@@ -24,11 +24,15 @@ from app.wine.schemas import WineInput
 from tests.conftest import PROJECT_ROOT, Scrape
 from workshop.loadtest import (
     AGGREGATED,
+    SLO_P50_MS,
+    SLO_P99_MS,
     LoadTestResult,
     breaking_load,
     locustfile,
     main,
     p99_by_users,
+    step_load_env,
+    step_load_verdict,
 )
 from workshop.process import free_port
 from workshop.targets import LocalTarget
@@ -108,6 +112,42 @@ def test_step_table_reads_the_last_window_of_each_step_and_finds_the_breaking_lo
     assert table.loc[5, "p99_ms"] == 40 and table.loc[10, "p99_ms"] == 400
     assert table["meets_slo"].tolist() == [True, False]
     assert breaking_load(table) == 10
+    assert step_load_verdict(table, steps=4, step_users=5) == (
+        "the service broke at 10 users (110 requests/s): p50 70 ms > 50 ms, p99 400 ms > 300 ms; "
+        "the last step within it had 5 users (50 requests/s).")
+
+
+def test_a_step_in_which_a_request_failed_breaks_the_service_even_when_fast(tmp_path):
+    history = pd.DataFrame({
+        "seconds": [0, 10, 20], "users": [5, 10, 15], "endpoint": [AGGREGATED] * 3, "rps": [50, 90, 95],
+        "failures_per_s": [0, 0.2, 0], "p50_ms": [5, 6, 7], "p95_ms": [9] * 3, "p99_ms": [20, 30, 40],
+    })
+    table = p99_by_users(LoadTestResult(tmp_path, 0, pd.DataFrame(), pd.DataFrame(), history))
+    assert table["failed"].tolist() == [False, True, False] and breaking_load(table) == 10
+    assert step_load_verdict(table, steps=3, step_users=5).startswith(
+        "the service broke at 10 users (90 requests/s): requests failed;")
+
+
+def test_a_step_run_that_never_broke_says_whether_the_ramp_ended_or_stopped(tmp_path):
+    history = pd.DataFrame({
+        "seconds": [0, 10], "users": [5, 10], "endpoint": [AGGREGATED] * 2, "rps": [50, 90],
+        "failures_per_s": [0, 0], "p50_ms": [5, 6], "p95_ms": [9] * 2, "p99_ms": [20, 30],
+    })
+    table = p99_by_users(LoadTestResult(tmp_path, 0, pd.DataFrame(), pd.DataFrame(), history))
+    assert step_load_verdict(table, steps=2, step_users=5) == (
+        "every step met the SLO up to 10 users (90 requests/s); the limit is further up: raise `steps` or "
+        "`step_users`.")
+    assert "Locust stopped the ramp there" in step_load_verdict(table, steps=4, step_users=5)
+
+
+def test_the_step_load_stops_at_the_slo_unless_told_not_to():
+    assert step_load_env(True, 25, 10, 8) == {
+        "LOCUST_STEP_LOAD": "true", "LOCUST_STEP_USERS": "25", "LOCUST_STEP_SECONDS": "10", "LOCUST_STEPS": "8",
+        "LOCUST_STEP_STOP_P50_MS": f"{SLO_P50_MS:g}", "LOCUST_STEP_STOP_P99_MS": f"{SLO_P99_MS:g}"}
+    assert step_load_env(True, 25, 10, 8, stop_when_broken=False)["LOCUST_STEP_STOP_P99_MS"] == "0"
+    settings = dict(line.split("=", 1) for line in (K8S / "settings.env").read_text().split() if "=" in line)
+    assert (float(settings["LOCUST_STEP_STOP_P50_MS"]), float(settings["LOCUST_STEP_STOP_P99_MS"])) == (
+        SLO_P50_MS, SLO_P99_MS), "kubectl apply -k k8s/load_tests stops a step load at the same SLO"
 
 
 # --- real runs against the real service ------------------------------------------------------------
@@ -304,3 +344,26 @@ def test_k8s_master_prints_its_results_to_its_log():
         assert f"{name} " in script or f"{name};" in script, name
         assert f'cat "{Path(csv).parent}/$name"' in script
     assert "exit $code" in script, "the Job fails when Locust does"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_when_broken", [True, False], ids=["stops-at-the-break", "every-step"])
+def test_a_real_step_load_stops_after_the_first_step_that_breaks_the_slo(
+        model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_when_broken: bool):
+    """With an SLO no request can meet (a microsecond), the first step breaks it: Locust's shape stops the
+    ramp there; told not to stop, it climbs every step."""
+    import workshop.loadtest as loadtest
+
+    monkeypatch.setattr(loadtest, "SLO_P50_MS", 0.001)
+    monkeypatch.setattr(loadtest, "SLO_P99_MS", 0.001)
+    target = LocalTarget(log_dir=tmp_path / "logs")
+    try:
+        target.deploy_wine(model_dir)
+        result = target.run_load_test(run_time_s=3 * 3 + 4, results_dir=tmp_path, step_load=True, step_users=2,
+                                      step_seconds=3, steps=3, stop_when_broken=stop_when_broken,
+                                      think_time_s=0.05, stop_timeout_s=2)
+    finally:
+        target.teardown()
+    table = p99_by_users(result)
+    assert table.index.max() == (2 if stop_when_broken else 6), table
+    assert breaking_load(table) == 2

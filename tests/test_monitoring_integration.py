@@ -19,7 +19,7 @@ from workshop.paths import project_root
 from workshop.preview import substitute
 from workshop.prometheus import INSTALL_HINT, alerts, next_scrape, query, wait_for
 from workshop.targets import LocalTarget
-from workshop.traffic import MAX_REQUESTS, bodies, drift, send_traffic, wine_frame
+from workshop.traffic import MAX_REQUESTS, bodies, drift, ramp, send_traffic, wine_frame
 
 DASHBOARD = project_root() / "dashboards" / "model.json"
 # Wide enough that every rate() in the panels spans several scrapes of the traffic below.
@@ -41,8 +41,9 @@ def test_drifted_wines_are_still_valid_wines(wine_data):
 def test_traffic_is_seeded_and_bounded(wine_data):
     assert bodies("invalid", 20, seed=4) == bodies("invalid", 20, seed=4) != bodies("invalid", 20, seed=5)
     assert len(set(bodies("valid", 50, seed=0))) > 40
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match="between 0 and"):
         bodies("valid", MAX_REQUESTS + 1)
+    assert bodies("valid", 0) == [], "a round of a ramp may send nothing"
     with pytest.raises(ValueError, match="unknown traffic kind"):
         bodies("weird", 1)  # type: ignore[arg-type]
     assert {key for body in bodies("invalid", 5) for key in json.loads(body)} >= {"color"}
@@ -74,6 +75,20 @@ def monitored(model_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("total", "rounds"), [(200, 16), (40, 16), (7, 3), (0, 4), (5, 1)])
+def test_a_ramp_climbs_and_sends_exactly_the_total(total, rounds):
+    counts = ramp(total, rounds)
+    assert len(counts) == rounds and sum(counts) == total
+    assert counts == sorted(counts), "each round sends at least as many as the one before"
+    if rounds > 1 and total >= rounds * 2:
+        assert counts[-1] > 2 * counts[0], "it climbs: the last round is well above the first"
+
+
+def test_a_ramp_needs_rounds():
+    with pytest.raises(ValueError, match="at least one round"):
+        ramp(10, 0)
+
+
 def test_traffic_was_answered_as_expected(monitored):
     _, sent, _ = monitored
     assert sent == {"valid": {200: 200}, "invalid": {422: 50}, "drifted": {200: 300}}

@@ -135,10 +135,14 @@ def locust_command(
     return [*command, "--drift"] if drift else command
 
 
-def step_load_env(step_load: bool, step_users: int, step_seconds: float, steps: int) -> dict[str, str]:
-    """The environment that switches the locustfile's step shape on or off (shapes are picked at import)."""
+def step_load_env(step_load: bool, step_users: int, step_seconds: float, steps: int,
+                  stop_when_broken: bool = True) -> dict[str, str]:
+    """The environment that switches the locustfile's step shape on or off (shapes are picked at import);
+    with ``stop_when_broken`` the ramp ends after the first step that misses the SLO or fails a request."""
+    limits = (SLO_P50_MS, SLO_P99_MS) if stop_when_broken else (0, 0)
     return {"LOCUST_STEP_LOAD": "true" if step_load else "false", "LOCUST_STEP_USERS": str(step_users),
-            "LOCUST_STEP_SECONDS": str(step_seconds), "LOCUST_STEPS": str(steps)}
+            "LOCUST_STEP_SECONDS": str(step_seconds), "LOCUST_STEPS": str(steps),
+            "LOCUST_STEP_STOP_P50_MS": f"{limits[0]:g}", "LOCUST_STEP_STOP_P99_MS": f"{limits[1]:g}"}
 
 
 def run_load_test(
@@ -155,13 +159,15 @@ def run_load_test(
     step_users: int = 5,
     step_seconds: float = 10.0,
     steps: int = 4,
+    stop_when_broken: bool = True,
     stop_timeout_s: float = 3.0,
     check: bool = True,
 ) -> LoadTestResult:
     """Run Locust against ``host`` and return its results; with ``check``, raise if any request failed.
 
-    ``step_load`` ramps ``step_users`` more users every ``step_seconds``, ``steps`` times (``users`` is then
-    unused); the run still ends after ``run_time_s``.
+    ``step_load`` ramps ``step_users`` more users every ``step_seconds``, at most ``steps`` times (``users`` is
+    then unused), and with ``stop_when_broken`` stops after the first step that missed the SLO or failed a
+    request (:func:`step_load_verdict` says which); the run still ends after ``run_time_s``.
     """
     folder = Path(results_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +175,7 @@ def run_load_test(
         stale.unlink(missing_ok=True)
     command = locust_command(host, users, spawn_rate, run_time_s, folder, drift=drift, think_time_s=think_time_s,
                              seed=seed, stop_timeout_s=stop_timeout_s)
-    env = {"LOCUST_DRIFT": "false", **step_load_env(step_load, step_users, step_seconds, steps)}
+    env = {"LOCUST_DRIFT": "false", **step_load_env(step_load, step_users, step_seconds, steps, stop_when_broken)}
     process = ManagedProcess("locust", command, env=env, cwd=project_root(), log_path=folder / "locust.log").start()
     deadline = time.monotonic() + run_time_s + stop_timeout_s + 60.0  # startup, data loading, writing reports
     while process.running and time.monotonic() < deadline:
@@ -201,20 +207,46 @@ def describe_failure(host: str, result: LoadTestResult) -> str:
 
 
 def p99_by_users(result: LoadTestResult) -> pd.DataFrame:
-    """Per load level of a step run: throughput and latency, read at the end of each step.
+    """Per load level of a step run: throughput and latency, read at the end of each step, and whether any
+    request failed during it.
 
     Locust's percentiles over time cover a sliding 10 s window, so the last row of a step describes that
-    step once it lasts 10 s or more.
+    step once it lasts 10 s or more. A step meets the SLO when its p50 and p99 do and nothing failed.
     """
     rows = result.history[(result.history["endpoint"] == AGGREGATED) & (result.history["users"] > 0)]
-    table = rows.groupby("users").agg(rps=("rps", "last"), p50_ms=("p50_ms", "last"), p99_ms=("p99_ms", "last"))
-    return table.assign(meets_slo=(table["p50_ms"] <= SLO_P50_MS) & (table["p99_ms"] <= SLO_P99_MS)).round(1)
+    table = rows.groupby("users").agg(rps=("rps", "last"), p50_ms=("p50_ms", "last"), p99_ms=("p99_ms", "last"),
+                                      failed=("failures_per_s", lambda rates: bool((rates > 0).any())))
+    meets = (table["p50_ms"] <= SLO_P50_MS) & (table["p99_ms"] <= SLO_P99_MS) & ~table["failed"]
+    return table.assign(meets_slo=meets).round(1)
 
 
 def breaking_load(table: pd.DataFrame) -> int | None:
-    """The smallest user count whose latency breaks the SLO, or None if every step met it."""
+    """The smallest user count whose step missed the SLO (or failed a request), or None if every step met it."""
     broken = table.index[~table["meets_slo"]]
     return int(broken.min()) if len(broken) else None
+
+
+def step_load_verdict(table: pd.DataFrame, steps: int, step_users: int) -> str:
+    """One sentence on where a step run broke the service, what broke, and what that means for capacity."""
+    limit = breaking_load(table)
+    if limit is None:
+        top = int(table.index.max()) if len(table) else 0
+        stopped_early = top < steps * step_users
+        ending = ("Locust stopped the ramp there: its own reading as the step ended was over the SLO"
+                  if stopped_early else "the limit is further up: raise `steps` or `step_users`")
+        return (f"every step met the SLO up to {top} users ({table['rps'].max():.0f} requests/s); {ending}.")
+    row = table.loc[limit]
+    reasons = []
+    if row["p50_ms"] > SLO_P50_MS:
+        reasons.append(f"p50 {row['p50_ms']:.0f} ms > {SLO_P50_MS:.0f} ms")
+    if row["p99_ms"] > SLO_P99_MS:
+        reasons.append(f"p99 {row['p99_ms']:.0f} ms > {SLO_P99_MS:.0f} ms")
+    if row["failed"]:
+        reasons.append("requests failed")
+    within = table.index[(table.index < limit)]
+    capacity = (f"the last step within it had {int(within.max())} users ({table.loc[within.max(), 'rps']:.0f} "
+                "requests/s)" if len(within) else "even the first step missed it")
+    return f"the service broke at {limit} users ({row['rps']:.0f} requests/s): {', '.join(reasons)}; {capacity}."
 
 
 def input_totals(metrics: pd.DataFrame) -> pd.Series:

@@ -15,6 +15,7 @@ Everything is seeded, so a notebook sends the same requests on every run.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from typing import Any, Literal
@@ -80,8 +81,10 @@ def bodies(kind: Kind, n: int, seed: int = 0) -> list[str]:
     """The JSON bodies ``send_traffic`` posts (NaN written as JSON's non-standard ``NaN`` on purpose)."""
     if kind not in KINDS:
         raise ValueError(f"unknown traffic kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if not 1 <= n <= MAX_REQUESTS:
-        raise ValueError(f"n must be between 1 and {MAX_REQUESTS}, got {n}")
+    if not 0 <= n <= MAX_REQUESTS:
+        raise ValueError(f"n must be between 0 and {MAX_REQUESTS}, got {n}")
+    if n == 0:  # a round of a ramp may have nothing to send
+        return []
     frame = wine_frame(n, seed)
     if kind == "drifted":
         frame = drift(frame)
@@ -99,3 +102,13 @@ def send_traffic(url: str, kind: Kind = "valid", n: int = 100, seed: int = 0, ti
         for body in bodies(kind, n, seed):
             statuses[client.post("/predict", content=body).status_code] += 1
     return statuses
+
+
+def ramp(total: int, rounds: int) -> list[int]:
+    """``total`` requests over ``rounds`` rounds, each round more than the one before (1, 2, 3... parts), so a
+    rate panel climbs instead of drawing a flat line; the counts add up to ``total`` exactly."""
+    if rounds < 1 or total < 0:
+        raise ValueError("ramp needs at least one round and a non-negative total")
+    parts = rounds * (rounds + 1) // 2
+    edges = [total * sum(range(1, done + 1)) // parts for done in range(rounds + 1)]
+    return [after - before for before, after in itertools.pairwise(edges)]

@@ -16,7 +16,9 @@ Options (command line, or the environment variable in brackets):
 * ``--think-time S`` [LOCUST_THINK_TIME]: mean pause between a user's requests (uniform 0.5x-1.5x).
 * ``--batch-max N`` [LOCUST_BATCH_MAX]: batch requests carry 2 to N wines.
 * LOCUST_STEP_LOAD=true (environment only: Locust picks load shapes when it imports this file): users
-  ramp up in steps of LOCUST_STEP_USERS every LOCUST_STEP_SECONDS, LOCUST_STEPS times, then stop.
+  ramp up in steps of LOCUST_STEP_USERS every LOCUST_STEP_SECONDS, at most LOCUST_STEPS times; the ramp stops
+  after the first step whose p50 or p99 over the last 10 s passes LOCUST_STEP_STOP_P50_MS or
+  LOCUST_STEP_STOP_P99_MS (0: no limit), or in which a request failed.
 """
 
 from __future__ import annotations
@@ -220,15 +222,38 @@ if _env_flag("LOCUST_STEP_LOAD"):
     # Defined only when asked for: Locust uses any shape class it finds in the locustfile.
 
     class StepLoadShape(LoadTestShape):
-        """Users ramp up in steps, to read at which load the latency SLO breaks."""
+        """Users ramp up in steps, to read at which load the service breaks; the ramp stops at the first step
+        that broke it (Locust's p50 or p99 of the last 10 s over the limits, or a request failed), or after
+        the last step. Limits of 0 never stop it early."""
 
         step_users = int(os.environ.get("LOCUST_STEP_USERS", "5"))
         step_seconds = float(os.environ.get("LOCUST_STEP_SECONDS", "10"))
         steps = int(os.environ.get("LOCUST_STEPS", "5"))
+        stop_p50_ms = float(os.environ.get("LOCUST_STEP_STOP_P50_MS", "0"))
+        stop_p99_ms = float(os.environ.get("LOCUST_STEP_STOP_P99_MS", "0"))
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._steps_judged = 0
+            self._failures_before = 0
+            self._broken = False
 
         def tick(self) -> tuple[int, float] | None:
             elapsed = self.get_run_time()
-            if elapsed >= self.steps * self.step_seconds:
+            finished = int(elapsed // self.step_seconds)  # steps completed so far
+            if finished > self._steps_judged:
+                self._steps_judged = finished
+                self._broken = self._broken or self._step_broke()
+            if self._broken or finished >= self.steps:
                 return None
-            step = int(elapsed // self.step_seconds) + 1
-            return step * self.step_users, float(self.step_users)
+            return (finished + 1) * self.step_users, float(self.step_users)
+
+        def _step_broke(self) -> bool:
+            """Whether the step that just ended broke the service, judged as it ends."""
+            total = self.runner.stats.total
+            failed = total.num_failures > self._failures_before
+            self._failures_before = total.num_failures
+            limits = ((0.5, self.stop_p50_ms), (0.99, self.stop_p99_ms))
+            slow = any(limit > 0 and (total.get_current_response_time_percentile(q) or 0) > limit
+                       for q, limit in limits)
+            return failed or slow

@@ -26,7 +26,8 @@ def check_most_users_within_slo(answer: int | None, by_users: pd.DataFrame) -> V
         if expected == by_users.index.max():
             return done(f"{expected} users, the last step: this machine met the SLO all the way; "
                         "the limit is further up")
-        return done(f"{expected} users: one step more and the p50 or p99 broke the SLO on this machine")
+        return done(f"{expected} users: one step more and the service broke the SLO on this machine "
+                    "(its p50 or p99, or a failed request)")
     if answer > expected:
-        return wrong(f"{answer} users is past a step whose p50 or p99 missed the SLO (see `meets_slo`)")
+        return wrong(f"{answer} users is past a step that missed the SLO (see `meets_slo`)")
     return wrong(f"{answer} users is not the largest: every step up to {expected} users met the SLO")

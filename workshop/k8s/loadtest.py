@@ -22,7 +22,14 @@ from kubernetes.client.exceptions import ApiException
 from workshop.k8s import diagnose, manifests
 from workshop.k8s.apply import apply_all
 from workshop.k8s.errors import ClusterLoadTestError
-from workshop.loadtest import CSV_PREFIX, LoadTestError, LoadTestResult, describe_failure, load_results
+from workshop.loadtest import (
+    CSV_PREFIX,
+    LoadTestError,
+    LoadTestResult,
+    describe_failure,
+    load_results,
+    step_load_env,
+)
 from workshop.paths import project_root
 
 JOB = "locust-master"
@@ -40,14 +47,15 @@ def manifests_folder() -> Path:
 
 def settings(host: str, users: int, spawn_rate: float, run_time_s: float, workers: int, *, drift: bool = False,
              step_load: bool = False, think_time_s: float = 1.0, seed: int = 42, step_users: int = 5,
-             step_seconds: float = 10.0, steps: int = 4, stop_timeout_s: float = 10.0) -> dict[str, str]:
+             step_seconds: float = 10.0, steps: int = 4, stop_when_broken: bool = True,
+             stop_timeout_s: float = 10.0) -> dict[str, str]:
     """The ``locust-settings`` ConfigMap data: Locust reads ``LOCUST_*`` variables as its options."""
     return {
         "LOCUST_HOST": host, "LOCUST_USERS": str(users), "LOCUST_SPAWN_RATE": str(spawn_rate),
         "LOCUST_RUN_TIME": f"{max(1, round(run_time_s))}s", "LOCUST_STOP_TIMEOUT": f"{max(1, round(stop_timeout_s))}s",
         "LOCUST_EXPECT_WORKERS": str(workers), "LOCUST_THINK_TIME": str(think_time_s), "LOCUST_SEED": str(seed),
-        "LOCUST_DRIFT": "true" if drift else "false", "LOCUST_STEP_LOAD": "true" if step_load else "false",
-        "LOCUST_STEP_USERS": str(step_users), "LOCUST_STEP_SECONDS": str(step_seconds), "LOCUST_STEPS": str(steps),
+        "LOCUST_DRIFT": "true" if drift else "false",
+        **step_load_env(step_load, step_users, step_seconds, steps, stop_when_broken),
     }
 
 
