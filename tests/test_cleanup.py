@@ -1,4 +1,4 @@
-"""Notebook 08's cleanup finds what the workshop left behind, removes it, and is harmless when run again."""
+"""Notebook 09's cleanup finds what the workshop left behind, removes it, and is harmless when run again."""
 
 from __future__ import annotations
 

@@ -975,6 +975,56 @@ def test_a_successful_rollout_keeps_the_new_settings(emulator, make_target, back
         target.roll_out("llm", default_model="x")
 
 
+def _applied_images(emulator: Emulator) -> list[str]:
+    bodies = [r.data for r in emulator.requests("PATCH", "/deployments/wine")
+              if r.headers.get("Content-Type", "").startswith("application/apply-patch")]
+    return [b["spec"]["template"]["spec"]["containers"][0]["image"] for b in bodies]
+
+
+def test_a_new_model_version_rolls_out_as_its_own_image_built_and_loaded_first(
+        emulator, make_target, backend, fake_docker, tmp_path):
+    log = fake_docker(images_present=True)
+    target = make_target(build_images=True, load_image=True)
+    _deployed_wine(emulator, target, backend)
+    set_rollout(emulator, "wine", replicas=3, updated=1, available=2)
+    rolling = in_background(lambda: target.roll_out_model(model_with_version(tmp_path, "rf-2b"), timeout=60))
+    eventually(lambda: _applied_images(emulator)[-1:] == ["wine-service:rf-2b"], what="the new image applied")
+    recorded = calls(log)
+    build = next(i for i, argv in enumerate(recorded) if argv[:2] == ["docker", "build"])
+    load = recorded.index(["kind", "load", "docker-image", "wine-service:rf-2b", "--name", "workshop"])
+    assert build < load, "built, then loaded into the cluster, then rolled out"
+    time.sleep(0.3)
+    assert not rolling.done(), "one new pod of two is not a finished rollout"
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    rolling.result(timeout=60)
+    target.roll_out("wine", log_level="DEBUG", timeout=60)
+    assert _applied_images(emulator)[-1] == "wine-service:rf-2b", "later rollouts keep the new model's image"
+
+
+def test_a_new_model_version_that_never_gets_ready_is_undone_to_the_old_image(
+        emulator, make_target, backend, fake_docker, tmp_path):
+    fake_docker(images_present=True)
+    target = make_target(build_images=True, load_image=True)
+    _deployed_wine(emulator, target, backend)
+    first_image = _applied_images(emulator)[0]
+    add_pod(emulator, "wine-new", WINE_LABELS, ready=False)
+    add_event(emulator, "wine-new", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+    set_rollout(emulator, "wine", replicas=3, updated=1, available=2)
+    rolling = in_background(lambda: target.roll_out_model(model_with_version(tmp_path, "rf-bad"), timeout=1.5))
+    eventually(lambda: len(_applied_images(emulator)) == 3, what="the old image applied again")
+    assert _applied_images(emulator)[1:] == ["wine-service:rf-bad", first_image]
+    set_rollout(emulator, "wine", replicas=2, updated=2, available=2)
+    with pytest.raises(RolloutFailedError, match="Rolled back"):
+        rolling.result(timeout=60)
+
+
+def test_a_new_model_version_needs_a_target_that_builds_images(emulator, make_target, backend, tmp_path):
+    target = make_target()
+    _deployed_wine(emulator, target, backend)
+    with pytest.raises(KubernetesTargetError, match=r"build_images=False.*roll_out\('wine', image=TAG\)"):
+        target.roll_out_model(model_with_version(tmp_path, "rf-3"))
+
+
 # --- metrics over every replica, and the cluster as tables --------------------------------------------
 
 def add_deployment(emulator: Emulator, name: str = "wine", labels: dict | None = None) -> None:

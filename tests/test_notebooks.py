@@ -18,7 +18,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 def test_every_step_of_the_workshop_has_its_notebook_in_order():
     assert [p.name for p in NOTEBOOKS] == [
         "00_setup.ipynb", "01_train.ipynb", "02_serve.ipynb", "03_containerise.ipynb", "04_deploy.ipynb",
-        "05_monitor.ipynb", "06_load_test.ipynb", "07_llm_serving.ipynb", "08_teardown.ipynb",
+        "05_monitor.ipynb", "06_load_test.ipynb", "07_llm_serving.ipynb", "08_close_the_loop.ipynb",
+        "09_teardown.ipynb",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Notebooks 02-08 on ``target=kubernetes``, executed by papermill against the stand-in cluster.
+"""Notebooks 02-09 on ``target=kubernetes``, executed by papermill against the stand-in cluster.
 
 The stand-in (``tests/standin/``) is an emulated API server with a kubelet, Services, controllers,
 kube-prometheus-stack and the ``kind``/``helm`` command lines stood in for; the kubernetes target
@@ -8,7 +8,7 @@ stand-in recorded (the ``kind`` and ``helm`` calls, the pods' image pulls), and 
 on the kubernetes path as it was before these notebooks were first run on it:
 
 1. images are built and loaded before anything is deployed, and the pods serve the learner's model;
-2. only 08 removes the shared monitoring stack, and only when asked;
+2. only 09 removes the shared monitoring stack, and only when asked;
 3. dashboard previews show data at the chart's 15 s scrape interval; Grafana's URL, login and
    imported dashboards are shown;
 4. the failing rollout of 04 reports the readiness probe's 503, and the autoscaler's replicas survive it;
@@ -42,7 +42,7 @@ from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08")
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09")
 NAMESPACE = "wine-workshop"  # the notebooks' default
 CHAT_MODELS = {"model_id": "tiny-chat-a", "swap_model_id": "tiny-chat-b", "broken_model_id": "no-chat-template"}
 OUTPUT = PROJECT_ROOT / "build" / "kubernetes"
@@ -154,19 +154,19 @@ def test_images_are_built_and_loaded_before_a_deploy_and_serve_the_learners_mode
     assert not refused.exists(), f"a pod waited for an image nobody loaded: {refused.read_text()}"
 
 
-def test_only_notebook_08_removes_the_monitoring_stack_and_only_when_asked(executed, standin, tmp_path):
+def test_only_notebook_09_removes_the_monitoring_stack_and_only_when_asked(executed, standin, tmp_path):
     helm = records(standin, "helm")
     assert [c["notebook"] for c in helm if c["argv"][0] == "uninstall"] == [], "no notebook took monitoring away"
     installs = [c["notebook"] for c in helm if c["argv"][:2] == ["upgrade", "--install"]]
-    assert installs == ["05", "07"], "05 installs the chart, 07 upgrades it in place"
+    assert installs == ["05", "07", "08"], "05 installs the chart, 07 and 08 upgrade it in place"
     core = cluster_api(standin)
     assert any(s.metadata.name.startswith("sh.helm.release.v1.kube-prometheus-stack")
-               for s in core.list_namespaced_secret("monitoring").items), "the release outlives 08's default run"
-    assert "monitoring kept" in text(executed["08"])
-    done = run_notebook("08", standin, tmp_path, remove_monitoring=True)
+               for s in core.list_namespaced_secret("monitoring").items), "the release outlives 09's default run"
+    assert "monitoring kept" in text(executed["09"])
+    done = run_notebook("09", standin, tmp_path, remove_monitoring=True)
     assert done.returncode == 0, done.stderr[-3000:]
     uninstalls = [c["notebook"] for c in records(standin, "helm") if c["argv"][0] == "uninstall"]
-    assert uninstalls and set(uninstalls) == {"08"}, "08's two teardowns: the second finds nothing, harmlessly"
+    assert uninstalls and set(uninstalls) == {"09"}, "09's two teardowns: the second finds nothing, harmlessly"
     with pytest.raises(client.exceptions.ApiException) as gone:
         core.read_namespace("monitoring")
     assert gone.value.status == 404, "teardown(remove_monitoring=True) waits until the namespace is gone"

@@ -73,3 +73,20 @@ def test_children_die_with_the_interpreter_that_started_them(tmp_path):
         subprocess.run([sys.executable, "-c", parent], check=False, timeout=60)
         child_pid = int(pid_file.read_text())
         assert wait_gone(child_pid), f"child {child_pid} survived its parent's {ending}"
+
+
+def test_a_child_started_from_a_worker_thread_outlives_that_thread():
+    """Linux's parent-death signal follows the thread that started a child: a service started by a background
+    rollout must not die when that thread ends."""
+    import threading
+
+    started: list[ManagedProcess] = []
+    worker = threading.Thread(target=lambda: started.append(
+        ManagedProcess("child", [sys.executable, "-c", "import time; time.sleep(60)"]).start()))
+    worker.start()
+    worker.join()
+    try:
+        time.sleep(1.0)  # the signal, if it came, would have arrived by now
+        assert started[0].running, "the child died with the thread that started it"
+    finally:
+        started[0].stop()

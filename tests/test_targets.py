@@ -315,6 +315,31 @@ def test_a_rollout_whose_replica_never_gets_ready_leaves_the_old_one_serving(mod
         target.teardown()
 
 
+def test_a_new_model_rolls_out_and_the_old_replica_still_answers_whoever_read_its_url_just_before(
+        model_dir, model_copy):
+    """A request that picked the old URL just before it moved still gets its answer: the old process drains
+    (LOCAL_DRAIN_S) before it stops, as a pod's preStop sleep keeps it serving."""
+    import threading
+
+    target = get_target("local")
+    try:
+        service = target.deploy_wine(model_dir)
+        old_url, old_process = service.url, service.process
+        rolling = threading.Thread(target=target.roll_out_model, args=(model_copy,))
+        rolling.start()
+        deadline = time.monotonic() + 60
+        while service.url == old_url:
+            assert time.monotonic() < deadline, "the replica's URL never moved to the new process"
+            time.sleep(0.005)
+        assert httpx.get(f"{old_url}/ready", timeout=5).status_code == 200, "the old replica drains, then stops"
+        rolling.join(timeout=60)
+        assert not old_process.running
+        assert service.env["WINE_MODEL_DIR"] == str(model_copy.resolve())
+        assert WineClient(service.url).predict(WINE)["quality"] > 0
+    finally:
+        target.teardown()
+
+
 def test_a_successful_rollout_replaces_the_replica_with_the_new_settings(model_dir):
     target = get_target("local")
     try:

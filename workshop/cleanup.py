@@ -1,6 +1,6 @@
 """Find and remove what the workshop left running on this machine: processes, containers, images.
 
-Notebook 08 calls it. Services started by a notebook normally stop with the notebook's kernel (exit
+Notebook 09 calls it. Services started by a notebook normally stop with the notebook's kernel (exit
 hook and Linux's parent-death signal), but a kernel killed with ``kill -9`` on a system without that
 signal, a service started by hand from the README, or a container from notebook 03 can outlive it.
 Everything here is matched by what the workshop itself starts, so nothing else on the machine is

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,9 +100,13 @@ class ManagedProcess:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            # Linux sends the parent-death signal when the *thread* that started the child ends, not the
+            # process: a service started from a worker thread (a rollout in the background) would die with it.
+            # Such children are stopped at exit instead.
+            in_main_thread = threading.current_thread() is threading.main_thread()
             self._popen = subprocess.Popen(
                 self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if in_main_thread else None,
             )
         atexit.register(self.stop)
         return self

@@ -91,6 +91,7 @@ EDITION_PATHS = {
     "model_dir": "artifacts/wine",
     "results_dir": "load_test",
     "models_dir": "llm-models",
+    "loop_dir": "artifacts/loop",
 }
 
 

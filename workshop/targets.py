@@ -12,6 +12,7 @@ import math
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ SERVICE_ENV_PREFIX = {"wine": "WINE_", "llm": "LLM_"}
 # How long a local service process may take to answer /health at all, before any readiness timeout counts.
 STARTUP_TIMEOUT_S = 120.0
 LOCAL_ROLLOUT_TIMEOUT_S = 60.0
+LOCAL_DRAIN_S = 1.0  # how long a replaced replica keeps serving after its URL moved to the new one
 LOCAL_FAILED_ROLLOUT_TIMEOUT_S = 10.0  # a replica without a model answers /ready 503 within a second of starting
 LOCAL_ALERT_TIMEOUT_S = 90.0  # the demo's shortened holds plus rule evaluations every second
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -130,6 +132,8 @@ class Target(Protocol):
     timings: Timings
 
     def deploy_wine(self, model_dir: Path, *, wait_ready: bool = True, **settings: str) -> Deployment: ...
+
+    def roll_out_model(self, model_dir: Path, *, timeout: float = ...) -> object: ...
 
     def deploy_llm(
         self, models_dir: Path | None = None, *, default_model: str | None = None, **settings: str
@@ -286,12 +290,20 @@ class LocalTarget:
                     f"rollout of {name} stopped: a new replica with {changes} never became ready within "
                     f"{timeout:.0f} s; the old replicas keep serving.\n{error}") from None
             # The replica's URL moves to the new process before the old one stops: whoever reads it per
-            # request (as a Service would route) never gets the stopped one.
+            # request (as a Service would route) never gets the stopped one. A request that read the old URL
+            # just before the move still connects: the old process serves a moment longer, as a pod's preStop
+            # sleep keeps it serving while its endpoint is removed (k8s/base: 5 s).
             previous, old.url, old.process, old.env = old.process, new.url, new.process, new.env
             if previous is not None:
+                time.sleep(LOCAL_DRAIN_S)
                 previous.stop()
         self._update_scraping()
         return [d.url for d in self.replicas(name)]
+
+    def roll_out_model(self, model_dir: Path, *, timeout: float = LOCAL_ROLLOUT_TIMEOUT_S) -> list[str]:
+        """Serve a new model version with a rolling update: each wine replica is replaced by one serving
+        ``model_dir`` (its ``WINE_MODEL_DIR``), the new one ready before the old one stops. Returns the URLs."""
+        return self.roll_out("wine", timeout=timeout, model_dir=str(Path(model_dir).resolve()))
 
     def deploy_llm(
         self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,

@@ -1,4 +1,4 @@
-"""A stand-in Kubernetes cluster on one machine, for running notebooks 02-08 on ``target=kubernetes``.
+"""A stand-in Kubernetes cluster on one machine, for running notebooks 02-09 on ``target=kubernetes``.
 
 No API server, kubelet, controller manager, helm or kind can run where the project is built and tested,
 so each is stood in for by something named after it here; a real cluster verifies what they cannot

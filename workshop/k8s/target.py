@@ -281,32 +281,45 @@ class KubernetesTarget:
         """How many pods of Deployment ``name`` are ready (serve traffic) now."""
         return sum(diagnose.is_ready(pod) for pod in self._pods(self._deployment(name)))
 
-    def roll_out(self, name: str = "wine", *, timeout: float = 120.0,
+    def roll_out(self, name: str = "wine", *, timeout: float = 120.0, image: str | None = None,
                  **settings: str) -> KubernetesDeployment | None:
-        """Change settings of Deployment ``name`` with a rolling update; undo it if the new pods never get ready.
+        """Change settings (or the ``image``) of Deployment ``name`` with a rolling update; undo it if the new pods
+        never get ready.
 
         The Deployment's strategy (maxUnavailable 0) keeps the old pods serving while new ones start. If the new
-        ones fail (readiness, crash, image), the previous settings are applied again, which scales the old
-        ReplicaSet back, and :class:`RolloutError` carries what the new pods reported.
+        ones fail (readiness, crash, image), the previous settings and image are applied again, which scales the
+        old ReplicaSet back, and :class:`RolloutError` carries what the new pods reported.
         """
-        folder, image, env = self._spec(name)
+        folder, previous_image, env = self._spec(name)
         changed = {**env, **settings_env(name, settings)}
-        self._apply([self._with_settings(self._render(folder), name, image, changed)])
+        new_image = image or previous_image
+        if image and self.load_image:
+            images.load_image(image, self._cluster.context)
+        self._apply([self._with_settings(self._render(folder), name, new_image, changed)])
         try:
             wait_for_rollout(self._cluster, self.namespace, name, timeout=timeout, interval=self.poll_interval,
                              progress=self.progress)
         except RolloutError as failed:
-            self._apply([self._with_settings(self._render(folder), name, image, env)])
+            self._apply([self._with_settings(self._render(folder), name, previous_image, env)])
             # Undoing scales the old ReplicaSet back: its own deadline, however short the failed wait was.
             wait_for_rollout(self._cluster, self.namespace, name, timeout=max(timeout, UNDO_TIMEOUT_S),
                              interval=self.poll_interval, progress=self.progress, fail_fast=False)
             raise RolloutError(f"{failed}\nRolled back to the previous settings: the old pods kept serving.",
                                deployment=failed.deployment, reasons=failed.reasons, pods=failed.pods) from None
-        self._specs[name] = (folder, image, changed)
+        self._specs[name] = (folder, new_image, changed)
         for deployment in self.deployments:
             if deployment.name == name:
                 deployment.env = dict(changed)
         return next((d for d in self.deployments if d.name == name), None)
+
+    def roll_out_model(self, model_dir: Path, *, timeout: float = 120.0) -> KubernetesDeployment | None:
+        """Serve a new model version with a rolling update: the image ``wine-service:<version>`` of ``model_dir``
+        is built (and loaded into minikube or kind), and Deployment wine rolls to it; undone if it never gets ready."""
+        if not self.build_images:
+            raise KubernetesTargetError("roll_out_model builds the new model's image, and this target was created "
+                                        "with build_images=False: build and load it yourself, then "
+                                        "roll_out('wine', image=TAG).")
+        return self.roll_out("wine", timeout=timeout, image=self._build_wine(Path(model_dir)))
 
     def deploy_wine(self, model_dir: Path | None = None, *, port: int = 0, wait_ready: bool = True,
                     timeout: float = 300.0, image: str | None = None, **settings: str) -> KubernetesDeployment:
