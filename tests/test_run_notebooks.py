@@ -119,7 +119,7 @@ def test_editions_run_at_the_same_time_each_with_its_own_paths_and_the_teardown_
     log = tmp_path / "log.txt"
     record = (f"import os, time\nwith open({str(log)!r}, 'a') as f:\n"
               "    f.write(f'{name} {time.time()} {globals().get(\"model_dir\", \"undeclared\")} '\n"
-              "            f'{os.environ.get(\"OMP_NUM_THREADS\")}\\n')")
+              "            f'{os.environ.get(\"OMP_NUM_THREADS\")} {os.getcwd()}\\n')")
     write_notebook(source / "01_train.ipynb", "import time; time.sleep(2)", record,
                    parameters="name = 'train'\nmodel_dir = '../artifacts/wine'")
     write_notebook(source / "08_teardown.ipynb", record, parameters="name = 'teardown'")
@@ -133,6 +133,7 @@ def test_editions_run_at_the_same_time_each_with_its_own_paths_and_the_teardown_
     assert sorted(trains) == sorted(["../artifacts/wine", answer_key_model])
     assert abs(trains["../artifacts/wine"] - trains[answer_key_model]) < 2, "the two trainings overlapped"
     assert {row[3] for row in rows if row[0] == "train"} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert {row[4] for row in rows} == {str(source)}, "every kernel starts in the notebooks' folder"
     teardowns = [row for row in rows if row[0] == "teardown"]
     assert len(teardowns) == 2 and min(float(row[1]) for row in teardowns) > max(trains.values())
     assert {row[2] for row in teardowns} == {"undeclared"}, "a notebook gets only the paths it declares"

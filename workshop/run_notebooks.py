@@ -138,10 +138,13 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], t
     started = time.perf_counter()
     error = ""
     try:
+        # The kernel starts in the notebook's folder (nbclient's resources path), not through papermill's cwd=,
+        # which changes the working folder of this whole process while the notebook runs: with two editions
+        # at once, one edition's change back started the other's kernel in the wrong folder.
         papermill.execute_notebook(
             edition(nbformat.read(notebook, as_version=4), which), str(output), parameters=parameters,
-            cwd=str(notebook.parent), kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-            kernel_manager_class=LocalSocketKernelManager,
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+            kernel_manager_class=LocalSocketKernelManager, resources={"metadata": {"path": str(notebook.parent)}},
         )
         if wrong := unexpected_checks(nbformat.read(output, as_version=4), which):
             error = (f"{notebook.name} ({which}): checks that did not say {EXPECTED_STATE[which]!r}: "
@@ -164,6 +167,7 @@ def run_all(
 ) -> list[NotebookRun]:
     """Every notebook of each edition, as a learner runs the workshop: one edition after the other, or, with
     ``parallel``, the editions at the same time (the machine-wide notebooks after both, in turn)."""
+    output_dir = output_dir.resolve()
     if not parallel or len(editions) < 2:
         steps = [(which, notebook, parameters) for which in editions for notebook in notebooks]
         return _run_steps(steps, output_dir, timeout, echo, total=len(steps))
