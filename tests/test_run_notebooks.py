@@ -52,7 +52,8 @@ def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
     assert "01_broken.ipynb failed in code cell 3" in stderr
     assert "raise ValueError('the model file is corrupt')" in stderr
     assert "ValueError: the model file is corrupt" in stderr
-    assert (tmp_path / "build" / "01_broken.html").is_file()
+    rendered = Path(stderr.split("rendered: ")[1].split()[0])  # whichever edition failed first
+    assert rendered.name == "01_broken.html" and rendered.is_file()
     assert not (source / "ran.txt").exists()
 
 
