@@ -714,6 +714,85 @@ def test_teardown_with_remove_monitoring_uninstalls_the_chart_and_can_run_twice(
     assert calls(helm_calls) == [uninstall, uninstall]
 
 
+def test_teardown_waits_until_prometheus_has_let_the_pods_go_before_deleting_the_namespace(
+        emulator, make_target, tools):
+    """Deleting the namespace removes its ServiceMonitor, and Prometheus drops a removed job without staleness
+    markers: the pods' ``up`` would linger for five minutes, into the next notebook's queries. So the pods go
+    first (Deployments at zero replicas), and the namespace only once Prometheus lists none of them.
+
+    The Prometheus here is a stand-in HTTP server (the emulator has no scraper): it lists the namespace's
+    ``up`` series until the Deployment is at zero, and for two more queries after, as a scrape pool does
+    while its stopped targets' markers are still to come. The real behaviour (a real Prometheus, pods of the
+    notebooks) is checked by tests/test_notebooks_on_kubernetes.py.
+    """
+    fake_tool(tools, "helm")
+    answers: list[tuple[int, bool]] = []  # (series listed, namespace still there) per query
+
+    class PrometheusStandin(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if (emulator.stored("deployments", NAMESPACE, "wine") or {}).get("spec", {}).get("replicas") == 0:
+                queries_since_stop.append(self.path)
+            listed = 0 if len(queries_since_stop) > 2 else 1
+            answers.append((listed, emulator.stored("namespaces", None, NAMESPACE) is not None))
+            result = [{"metric": {"__name__": "up", "namespace": NAMESPACE, "pod": "wine-a"},
+                       "value": [time.time(), "1"]}] * listed
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    queries_since_stop: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PrometheusStandin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    emulator.handler.forward_to = server.server_address
+    emulator.handler.monitoring_crds = True
+    target = make_target(poll_interval=0.05)
+    target.prepare_namespace()
+    helm.ensure_namespace(target.cluster.api_client, "monitoring")
+    core_api(emulator).create_namespaced_service("monitoring", {
+        "metadata": {"name": helm.PROMETHEUS_SERVICE, "namespace": "monitoring"},
+        "spec": {"selector": {"app.kubernetes.io/name": "prometheus"}, "ports": [{"port": 9090}]}})
+    add_pod(emulator, "prometheus-0", {"app.kubernetes.io/name": "prometheus"}, ready=True, namespace="monitoring",
+            port=9090)
+    client.AppsV1Api(target.cluster.api_client).create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": "wine", "namespace": NAMESPACE}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": WINE_LABELS},
+            "template": {"metadata": {"labels": WINE_LABELS}, "spec": {"containers": [{"name": "main"}]}}}})
+    client.CustomObjectsApi(target.cluster.api_client).create_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", NAMESPACE, "servicemonitors",
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "wine", "namespace": NAMESPACE}, "spec": {"endpoints": [{"port": "http"}]}})
+    try:
+        assert target.teardown() == [NAMESPACE]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers[-1][0] == 0, "teardown went on once Prometheus listed none of the namespace's series"
+    assert len(queries_since_stop) == 3, "it waited through the queries that still listed the stopped pods"
+    assert all(present for _, present in answers), "the namespace (and its ServiceMonitor) stayed until then"
+    assert emulator.stored("namespaces", None, NAMESPACE) is None
+
+
+def test_teardown_does_not_wait_where_nothing_scrapes_the_namespace(emulator, make_target, tools):
+    """No monitoring CRDs (notebooks 02-04 before 05 installed the chart): nothing to wait for, nothing scaled."""
+    fake_tool(tools, "helm")
+    target = make_target()
+    target.prepare_namespace()
+    client.AppsV1Api(target.cluster.api_client).create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": "wine", "namespace": NAMESPACE}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": WINE_LABELS},
+            "template": {"metadata": {"labels": WINE_LABELS}, "spec": {"containers": [{"name": "main"}]}}}})
+    started = time.monotonic()
+    assert target.teardown() == [NAMESPACE]
+    assert time.monotonic() - started < 10
+    assert not emulator.requests("PATCH", f"/namespaces/{NAMESPACE}/deployments/wine")
+
+
 def test_the_local_teardown_takes_the_same_keyword():
     target = get_target("local")
     assert target.teardown(remove_monitoring=True) is None

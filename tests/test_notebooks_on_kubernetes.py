@@ -13,7 +13,8 @@ on the kubernetes path as it was before these notebooks were first run on it:
    imported dashboards are shown;
 4. the failing rollout of 04 reports the readiness probe's 503, and the autoscaler's replicas survive it;
 5. 06's counts cover every replica;
-6. no progress bar leaves carriage returns in the outputs.
+6. no progress bar leaves carriage returns in the outputs;
+7. 08 rolls v1 to v2, and Prometheus counts only 08's pods (not the pods of 06, deleted with its namespace).
 
 Notebook 07's default models come from the model hub, which the stand-in cluster cannot reach: before it
 runs, tiny models are put into the chat service's model cache volume (what a learner offline does with
@@ -212,6 +213,17 @@ def test_the_chat_service_served_swapped_and_kept_serving_after_a_failed_swap(ex
     assert f"still answered by: {CHAT_MODELS['swap_model_id']}" in shown
     assert "LLMModelSwapFailed firing: True" in shown
     assert "completions that failed (5xx or no answer): 0" in shown
+
+
+def test_the_loop_rolls_v1_to_v2_and_prometheus_counts_only_this_notebooks_pods(executed):
+    """08 follows 06 and 07 in the same namespace: the pods 06 deleted (another model's version) must not
+    show in 08's versions, nor hold up its first scrape (their series get no staleness markers when the
+    namespace goes with its ServiceMonitor, unless teardown lets Prometheus retire them first)."""
+    shown = text(executed["08"])
+    assert "serving: v2" in shown and "v2 closer to the tasters than v1 on the same wines: True" in shown
+    cell = next(c for c in executed["08"].cells if c.cell_type == "code" and "first_seen" in c.source)
+    rows = [line.split()[0] for line in cell.outputs[-1]["data"]["text/plain"].splitlines() if line.strip()][2:]
+    assert rows == ["v1", "v2"], f"versions Prometheus counted in 08: {rows}"
 
 
 def test_no_output_carries_carriage_returns(executed):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,6 +18,8 @@ from workshop.prometheus import (
     LocalPrometheus,
     PrometheusNotInstalledError,
     alerts,
+    last_scrapes,
+    next_scrape,
     query,
     scrape_target,
     wait_for,
@@ -95,3 +100,42 @@ def test_a_broken_rules_file_fails_with_prometheus_own_reason(tmp_path):
     with pytest.raises(ProcessError, match=r"(?s)exited with code 1 .*broken\.rules\.yml"):
         prometheus.start(timeout=60)
     assert not prometheus.running
+
+
+@pytest.fixture
+def metrics_servers() -> Iterator[list[str]]:
+    """Two small HTTP servers answering ``/metrics`` with one gauge: targets to scrape, and to stop scraping."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"# TYPE workshop_test gauge\nworkshop_test 1\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield [f"http://127.0.0.1:{server.server_address[1]}" for server in servers]
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+@requires_prometheus
+def test_next_scrape_waits_for_the_targets_scraped_now_not_for_series_a_removed_job_left(metrics_servers, tmp_path):
+    """A scrape job removed whole (on a cluster: a namespace deleted with its ServiceMonitor) gets no staleness
+    markers, so its ``up`` series still answer instant queries for five minutes. A new job of the same name (the
+    next notebook's pods) must not wait for those: next_scrape follows the active targets."""
+    old, new = metrics_servers
+    with LocalPrometheus(targets={"wine": [old]}, workdir=tmp_path) as prometheus:
+        prometheus.set_targets({"other": [new]})
+        assert scrape_target(old) in up(prometheus.url), "Prometheus keeps the removed job's series (no markers)"
+        prometheus.set_targets({"wine": [new], "other": [new]})
+        next_scrape(prometheus.url, timeout=10)
+        assert last_scrapes(prometheus.url).keys() == {f"{new}/metrics"}

@@ -12,6 +12,7 @@ column per label, then ``timestamp`` (UTC) and ``value``.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -257,17 +258,43 @@ def alerts(url: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "state", "active_at", "value", "labels", "summary"])
 
 
+def last_scrapes(url: str, job: str = JOB) -> dict[str, str]:
+    """When Prometheus last scraped each active target of ``job`` (``/api/v1/targets``), by scrape URL.
+
+    Targets, not ``up`` series: an instant query of ``up`` also returns, for five minutes, the series of pods
+    that are gone when their scrape job was removed whole (a namespace deleted with its ServiceMonitor), since
+    Prometheus writes no staleness markers then. The times are Prometheus' own RFC 3339 strings, compared
+    only with each other, so a cluster's clock need not match this machine's.
+    """
+    response = httpx.get(f"{url.rstrip('/')}/api/v1/targets", params={"state": "active"}, timeout=10.0)
+    response.raise_for_status()
+    return {target["scrapeUrl"]: target["lastScrape"] for target in response.json()["data"]["activeTargets"]
+            if target["labels"].get("job") == job}
+
+
+NEVER_SCRAPED = "0001-01-01T00:00:00Z"
+
+
 def next_scrape(url: str, job: str = JOB, timeout: float = 15.0) -> None:
-    """Return once every target of ``job`` has been scraped after this call.
+    """Return once every active target of ``job`` has been scraped after this call (and there is one).
 
     Counters that first appear with traffic (a new status or reason label) start at their first
     scraped value: ``rate()`` only sees what they gain after it. Waiting for a scrape between rounds
     of traffic makes every round show on the graphs.
     """
-    since = time.time()
-    expr = f'min(timestamp(up{{job="{job}"}}))'
-    wait_for(lambda: (frame := query(url, expr)).size and frame["value"].iloc[0] > since, timeout,
-             f"a scrape of job {job!r}", interval=0.2)
+    before = last_scrapes(url, job)
+
+    def scraped_since() -> bool:
+        now = last_scrapes(url, job)
+        return bool(now) and all(_rfc3339(stamp) > _rfc3339(before.get(target, NEVER_SCRAPED))
+                                 for target, stamp in now.items())
+
+    wait_for(scraped_since, timeout, f"a scrape of every target of job {job!r}", interval=0.2)
+
+
+def _rfc3339(stamp: str) -> datetime:
+    """Prometheus' times carry nanoseconds; Python's datetime takes six digits of a second."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", stamp.replace("Z", "+00:00")))
 
 
 def _truthy(result: object) -> bool:

@@ -5,7 +5,8 @@
   status ``kubectl rollout status`` reads (observedGeneration, replicas, updated, ready, available);
 - ReplicaSet: creates and deletes pods to match its replicas (not-ready pods go first);
 - Job: one pod (``backoffLimit: 0``), its end as the Job's Complete or Failed condition;
-- HorizontalPodAutoscaler: keeps the Deployment's replicas within minReplicas..maxReplicas. There is no
+- HorizontalPodAutoscaler: keeps the Deployment's replicas within minReplicas..maxReplicas, and leaves a
+  Deployment scaled to zero alone (ScalingActive false, as kube-controller-manager does). There is no
   metrics-server here, so it never scales on CPU; a real one would also scale down to the minimum
   when idle;
 - garbage collection: ReplicaSets and pods whose owner is gone are deleted.
@@ -70,6 +71,8 @@ class Controllers:
             except ApiException:
                 continue
             current = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+            if current == 0:
+                continue  # as the real one: a target scaled to zero by hand disables the autoscaler
             wanted = min(max(current, hpa.spec.min_replicas or 1), hpa.spec.max_replicas)
             if wanted != current:
                 self.apps.patch_namespaced_deployment_scale(target.name, hpa.metadata.namespace,

@@ -32,13 +32,14 @@ from workshop.k8s import diagnose, helm, images, manifests, tables
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
 from workshop.k8s.cluster import FIELD_MANAGER, Cluster, connect
-from workshop.k8s.errors import KubernetesTargetError, ManifestError, RolloutError
+from workshop.k8s.errors import KubernetesTargetError, ManifestError, PortForwardError, RolloutError
 from workshop.k8s.portforward import PortForward, http_get, wait_for_endpoint
 from workshop.k8s.rollout import wait_for_rollout
 from workshop.loadtest import LoadTestResult
 from workshop.observability.alerts import prometheus_rule_manifest, prometheus_rules
 from workshop.observability.k8s_dashboards import dashboard_files
 from workshop.paths import project_root
+from workshop.prometheus import query
 from workshop.targets import Deployment, GrafanaAccess, Timings, duration_s, settings_env
 
 DEFAULT_NAMESPACE = "wine-workshop"
@@ -50,6 +51,7 @@ IN_CLUSTER_WINE = "http://wine"  # the wine Service's port 80, by name, from a p
 OPERATOR_SCRAPE_INTERVAL = "30s"  # what the Prometheus operator scrapes at when neither values nor monitor say
 ROLLOUT_TIMEOUT_S = 300.0  # scheduling, pulling a loaded image, starting and probing two pods on a laptop
 POD_START_S = 60.0  # a new pod scheduled and its container started, before its readiness probe counts
+RETIRE_TIMEOUT_S = 90.0  # pods stopping (preStop, grace) and two 15 s scrape intervals until staleness markers
 ALERT_TIMEOUT_S = 300.0  # the demo's shortened holds plus a few 15 s rule evaluations and the chart's delays
 
 
@@ -556,6 +558,7 @@ class KubernetesTarget:
         """
         while self.deployments:
             self.deployments.pop().stop()
+        self._retire_scrape_targets()
         for forward in (self.prometheus_forward, self.grafana_forward):
             if forward is not None:
                 forward.close()
@@ -571,6 +574,50 @@ class KubernetesTarget:
         if wait:
             self._wait_gone(deleted, timeout)
         return deleted
+
+    def _retire_scrape_targets(self) -> None:
+        """Scale the namespace's Deployments to zero, and wait until Prometheus has marked their series stale.
+
+        Deleting the namespace deletes its ServiceMonitors, and Prometheus drops a removed scrape job without
+        staleness markers: for five minutes every instant query (``up``, ``count by (version)``) would still
+        find the deleted pods, and so would the next notebook's dashboards. Targets that leave a job that stays
+        (their pods gone) are marked stale within two scrape intervals. Skipped where nothing scrapes the
+        namespace (no ServiceMonitor, no Prometheus); after the wait, the teardown goes on regardless.
+        """
+        try:
+            monitors = client.CustomObjectsApi(self._cluster.api_client).list_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", self.namespace, "servicemonitors")["items"]
+            deployments = self._cluster.apps.list_namespaced_deployment(self.namespace).items
+        except ApiException:
+            return  # no namespace, or no monitoring CRDs: nothing scraped it
+        if not monitors or not deployments:
+            return
+        forward = self.prometheus_forward
+        if forward is None:
+            try:
+                forward = PortForward(self._cluster.core, helm.NAMESPACE, helm.PROMETHEUS_SERVICE,
+                                      helm.PROMETHEUS_PORT).start()
+            except (PortForwardError, ApiException):
+                return  # no Prometheus to scrape it
+        try:
+            for deployment in deployments:  # an HPA leaves a Deployment scaled to zero alone
+                self._cluster.apps.patch_namespaced_deployment(
+                    deployment.metadata.name, self.namespace, {"spec": {"replicas": 0}})
+            series = f'up{{namespace="{self.namespace}"}}'
+            deadline = time.monotonic() + RETIRE_TIMEOUT_S
+            while time.monotonic() < deadline:
+                try:
+                    if query(forward.url, series).empty:
+                        return
+                except Exception:  # noqa: BLE001 - no answer to read (not reachable, not a Prometheus): do not wait
+                    return
+                time.sleep(self.poll_interval)
+            if self.progress:
+                print(f"Prometheus still lists {series} after {RETIRE_TIMEOUT_S:.0f} s; deleting the namespace "
+                      "anyway (its series fade within five minutes)")
+        finally:
+            if forward is not self.prometheus_forward:
+                forward.close()
 
     def _delete_namespace(self, namespace: str) -> bool:
         try:
