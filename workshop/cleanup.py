@@ -25,6 +25,9 @@ ANSWER_KEY_WINE_IMAGE = "wine-service:answer-key"
 WORKSHOP_IMAGES = (
     "wine-service:latest",
     ANSWER_KEY_WINE_IMAGE,
+    # 03's single-stage build for comparison (the notebook removes it; left behind if 03 stopped midway).
+    "wine-service:latest-single-stage",
+    f"{ANSWER_KEY_WINE_IMAGE}-single-stage",
     "ml-serving-workshop/wine-locust:latest",
     "ml-serving-workshop/llm-service:latest",
 )

@@ -42,6 +42,7 @@ INSTALL_HINT = (
 HARDENED_RUN_FLAGS = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]  # noqa: S108
 # Proxy settings Docker passes to RUN steps as predefined build arguments, kept out of the image history.
 PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+SINGLE_STAGE_DOCKERFILE = "Dockerfile.single-stage"  # notebook 03 builds it, for comparison only
 
 
 class ContainerError(RuntimeError):
@@ -206,7 +207,7 @@ def build_context(model_dir: Path, destination: Path, root: Path = PROJECT_ROOT)
         )
     destination.mkdir(parents=True, exist_ok=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
-    for name in ("Dockerfile", ".dockerignore", *dockerignore_allowlist(root)):
+    for name in ("Dockerfile", SINGLE_STAGE_DOCKERFILE, ".dockerignore", *dockerignore_allowlist(root)):
         source = root / name
         if name.startswith("artifacts") or not source.exists():
             continue
@@ -235,15 +236,21 @@ def build_image(
     ca_bundle: Path | None = None,
     build_args: Mapping[str, str] | None = None,
     network: str | None = None,
+    dockerfile: str | None = None,
     timeout: float = 1800,
 ) -> Build:
     """``docker build --target TARGET -t TAG CONTEXT``, with ``ca_bundle`` as the ``ca`` build secret.
+
+    ``dockerfile`` names another recipe in the context than ``Dockerfile`` (``docker build -f``), e.g.
+    :data:`SINGLE_STAGE_DOCKERFILE`.
 
     Proxy variables set in this environment are passed as build arguments (Docker keeps those out of the
     image's history); ``network`` is ``docker build --network`` (``host`` where the bridge has no route out).
     """
     require_engine()
     args = ["build", "--progress=plain", "--target", target, "-t", tag]
+    if dockerfile is not None:
+        args += ["-f", str(Path(context) / dockerfile)]
     if ca_bundle is not None:
         if not ca_bundle.is_file():
             raise ContainerError(f"CA bundle {ca_bundle} not found: pass an existing PEM file or ca_bundle=None")
@@ -405,6 +412,29 @@ def image_layers(tag: str, base: str | None = None) -> list[Layer]:
 def image_user(tag: str) -> str:
     """The image's ``USER`` (``uid:gid`` for the workshop's images); an empty string means root."""
     return docker("image", "inspect", "--format", "{{.Config.User}}", tag).strip()
+
+
+def rebuilt_by_a_new_model(layers: Sequence[Layer]) -> list[Layer]:
+    """The layers a new model invalidates: from the first that copies it in to the last.
+
+    That layer is ``COPY artifacts/wine ...`` in the workshop's Dockerfile, or ``COPY . .`` in a recipe
+    that copies the whole context (the model with it). Docker rebuilds every layer after a changed one,
+    and every node pulls them again.
+    """
+    for index, layer in enumerate(layers):
+        if layer.instruction.startswith("COPY") and ("artifacts/wine" in layer.instruction
+                                                     or layer.instruction.split()[1:2] == ["."]):
+            return list(layers[index:])
+    raise ValueError("no layer copies the model in (COPY artifacts/wine, or COPY . .)")
+
+
+def image_summary(tag: str, base: str | None = None) -> dict[str, object]:
+    """What notebook 03 compares between two recipes: size, user, and what a new model rebuilds and ships."""
+    user = image_user(tag)
+    rebuilt = rebuilt_by_a_new_model(image_layers(tag, base))
+    return {"size": human_size(image_size(tag)), "runs as": f"uid {user}" if user else "root",
+            "layers a new model rebuilds": len(rebuilt),
+            "bytes a new model ships": human_size(sum(layer.size for layer in rebuilt))}
 
 
 def image_exists(tag: str) -> bool:
