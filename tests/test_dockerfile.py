@@ -426,3 +426,16 @@ def test_every_file_the_dockerfile_copies_from_the_context_is_sent():
                 continue
             for source in instruction.args.split()[len(instruction.flags) : -1]:
                 assert in_build_context(source), f"{source} is copied but .dockerignore leaves it out"
+
+
+def test_a_new_model_rebuilds_the_layers_from_the_one_that_copies_it_in():
+    from workshop.container import Layer, rebuilt_by_a_new_model
+
+    multi = [Layer("(no history: imported)", 176, True), Layer("COPY /opt/venv /opt/venv", 210, False),
+             Layer("COPY artifacts/wine /srv/model", 4, False)]
+    single = [Layer("(no history: imported)", 176, True), Layer("COPY . .", 5, False),
+              Layer("RUN pip install -c constraints.txt .", 189, False)]
+    assert rebuilt_by_a_new_model(multi) == multi[2:]
+    assert rebuilt_by_a_new_model(single) == single[1:]
+    with pytest.raises(ValueError, match="no layer copies the model"):
+        rebuilt_by_a_new_model(multi[:2])
