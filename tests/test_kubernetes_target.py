@@ -172,6 +172,15 @@ def autoscale(emulator: Emulator, name: str, replicas: int) -> None:
     apps_api(emulator).patch_namespaced_deployment(name, NAMESPACE, {"spec": {"replicas": replicas}})
 
 
+def answer_json(handler: BaseHTTPRequestHandler, body: object) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @pytest.fixture
 def backend() -> Iterator[tuple[tuple[str, int], list[str]]]:
     """A real HTTP server standing in for the pod's port: ((host, port), paths it was asked for)."""
@@ -180,12 +189,7 @@ def backend() -> Iterator[tuple[tuple[str, int], list[str]]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
-            body = json.dumps({"status": "ok", "path": self.path}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer_json(self, {"status": "ok", "path": self.path})
 
         def log_message(self, *args: object) -> None:
             pass
@@ -736,12 +740,7 @@ def test_teardown_waits_until_prometheus_has_let_the_pods_go_before_deleting_the
             answers.append((listed, emulator.stored("namespaces", None, NAMESPACE) is not None))
             result = [{"metric": {"__name__": "up", "namespace": NAMESPACE, "pod": "wine-a"},
                        "value": [time.time(), "1"]}] * listed
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer_json(self, {"status": "success", "data": {"resultType": "vector", "result": result}})
 
         def log_message(self, *args: object) -> None:
             pass
