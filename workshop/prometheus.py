@@ -169,8 +169,7 @@ class LocalPrometheus:
 
     def unscraped(self) -> str | None:
         """Which targets have no successful scrape yet (None when all have one)."""
-        active = httpx.get(f"{self.url}/api/v1/targets", timeout=5.0).json()["data"]["activeTargets"]
-        health = {target["labels"].get("instance"): target["health"] for target in active}
+        health = {target["labels"].get("instance"): target["health"] for target in active_targets(self.url)}
         urls = [url for group in by_job(self.targets).values() for url in group]
         waiting = [t for t in map(scrape_target, urls) if health.get(t) != "up"]
         return f"not scraped yet: {', '.join(waiting)}" if waiting else None
@@ -258,6 +257,13 @@ def alerts(url: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "state", "active_at", "value", "labels", "summary"])
 
 
+def active_targets(url: str) -> list[dict]:
+    """What Prometheus scrapes now (``/api/v1/targets``): labels, health and last scrape of each target."""
+    response = httpx.get(f"{url.rstrip('/')}/api/v1/targets", params={"state": "active"}, timeout=10.0)
+    response.raise_for_status()
+    return response.json()["data"]["activeTargets"]
+
+
 def last_scrapes(url: str, job: str = JOB) -> dict[str, str]:
     """When Prometheus last scraped each active target of ``job`` (``/api/v1/targets``), by scrape URL.
 
@@ -266,9 +272,7 @@ def last_scrapes(url: str, job: str = JOB) -> dict[str, str]:
     Prometheus writes no staleness markers then. The times are Prometheus' own RFC 3339 strings, compared
     only with each other, so a cluster's clock need not match this machine's.
     """
-    response = httpx.get(f"{url.rstrip('/')}/api/v1/targets", params={"state": "active"}, timeout=10.0)
-    response.raise_for_status()
-    return {target["scrapeUrl"]: target["lastScrape"] for target in response.json()["data"]["activeTargets"]
+    return {target["scrapeUrl"]: target["lastScrape"] for target in active_targets(url)
             if target["labels"].get("job") == job}
 
 
@@ -282,7 +286,10 @@ def next_scrape(url: str, job: str = JOB, timeout: float = 15.0) -> None:
     scraped value: ``rate()`` only sees what they gain after it. Waiting for a scrape between rounds
     of traffic makes every round show on the graphs.
     """
-    before = last_scrapes(url, job)
+    try:
+        before = last_scrapes(url, job)
+    except httpx.HTTPError:
+        before = {}  # not answering yet (still starting): every scrape from now on is after this call
 
     def scraped_since() -> bool:
         now = last_scrapes(url, job)

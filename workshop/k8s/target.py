@@ -586,7 +586,7 @@ class KubernetesTarget:
         """
         try:
             monitors = client.CustomObjectsApi(self._cluster.api_client).list_namespaced_custom_object(
-                "monitoring.coreos.com", "v1", self.namespace, "servicemonitors")["items"]
+                MONITORING_GROUP.rstrip("/"), "v1", self.namespace, "servicemonitors")["items"]
             deployments = self._cluster.apps.list_namespaced_deployment(self.namespace).items
         except ApiException:
             return  # no namespace, or no monitoring CRDs: nothing scraped it
