@@ -139,3 +139,16 @@ def test_next_scrape_waits_for_the_targets_scraped_now_not_for_series_a_removed_
         prometheus.set_targets({"wine": [new], "other": [new]})
         next_scrape(prometheus.url, timeout=10)
         assert last_scrapes(prometheus.url).keys() == {f"{new}/metrics"}
+
+
+def test_a_range_grid_ending_at_the_end_starts_at_most_one_step_earlier():
+    from datetime import UTC, datetime, timedelta
+
+    from workshop.prometheus import grid_ending_at
+
+    start = datetime(2026, 12, 2, 13, 49, 11, tzinfo=UTC)
+    end = start + timedelta(seconds=146)
+    first = grid_ending_at(start, end, 15)
+    assert first <= start < first + timedelta(seconds=15)
+    assert (end - first).total_seconds() % 15 == 0
+    assert grid_ending_at(start, start + timedelta(seconds=150), 15) == start

@@ -12,13 +12,14 @@ column per label, then ``timestamp`` (UTC) and ``value``.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -237,6 +238,17 @@ def query_range(url: str, promql: str, start: datetime, end: datetime, step: str
     """A range query (what a graph panel runs): one row per series and step."""
     with connect(url) as prometheus:
         return _frame(prometheus.custom_query_range(promql, start_time=start, end_time=end, step=step))
+
+
+def grid_ending_at(start: datetime, end: datetime, step_s: float) -> datetime:
+    """A range query's start, at most one step before ``start``, whose grid of steps ends exactly at ``end``.
+
+    Prometheus evaluates a range query at start, start + step, ... up to ``end``: from an arbitrary start the
+    last point can fall up to a step before ``end`` and miss the latest scrape (a version that began serving
+    a few seconds ago).
+    """
+    steps = math.ceil((end - start).total_seconds() / step_s)
+    return end - timedelta(seconds=steps * step_s)
 
 
 def alerts(url: str) -> pd.DataFrame:
