@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import llm_swap
-from tests.llm_fixtures import llm_models_dir  # noqa: F401
+from tests.llm_fixtures import llm_models_dir, real_models_dir  # noqa: F401
 
 
 @pytest.mark.slow
@@ -34,3 +34,23 @@ def test_the_swap_benchmark_reports_figures_and_an_unreachable_hub(
 def test_a_models_dir_without_the_stand_in_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert llm_swap.main(["--swaps", "1", "--models-dir", str(tmp_path), "--hub-model", ""]) == 2
     assert "pass --no-stand-in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_real_model_benchmark_measures_both_dtypes_against_the_in_process_baseline(
+    real_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmarks import llm_real_model
+
+    out = tmp_path / "real.json"
+    assert llm_real_model.main(["--requests", "1", "--new-tokens", "8", "--json", str(out)]) == 0
+    report, figures = capsys.readouterr().out, json.loads(out.read_text())
+    float32, bfloat16 = figures["float32"], figures["bfloat16"]
+    assert figures["weights_mb"]["bfloat16"] * 2 == pytest.approx(figures["weights_mb"]["float32"], rel=0.01)
+    for dtype in (float32, bfloat16):
+        assert dtype["tokens_p50"] == 8 and dtype["tokens_per_s_p50"] > 0 and 0 < dtype["ttft_p50_s"] < 60
+        # a process holding a 135M-parameter model: more than the weights alone, and never a leak's gigabytes
+        assert figures["weights_mb"]["bfloat16"] < dtype["rss_mb"] < 3000
+        assert dtype["swap_peak_mb"] >= dtype["rss_mb"] * 0.9
+    assert float32["rss_mb"] > bfloat16["rss_mb"], "the bfloat16 copy holds half the bytes of weights"
+    assert figures["baseline_tokens_per_s"] > 0 and "x of it in float32" in report

