@@ -535,7 +535,7 @@ def test_streaming_sends_token_events_then_the_answer(llm_client: TestClient) ->
     done = json.loads(events[-1][1])
     assert done["model"] == MODEL_A and 1 <= done["usage"]["completion_tokens"] <= 9
     streamed = "".join(json.loads(data)["text"] for kind, data in events if kind == "token")
-    assert streamed == done["message"]["content"].rstrip("\ufffd")
+    assert streamed == done["message"]["content"]  # what was held back (an unfinished character) comes last
     assert metric(llm_client, "llm_time_to_first_token_seconds_count") == 1
     assert metric(llm_client, "llm_completions_total", outcome="success") == 1
 

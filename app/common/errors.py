@@ -6,13 +6,15 @@ Every error a client sees is JSON of one shape::
 
 (plus ``"state"`` where a lifecycle state is the reason), so a client, a learner or a log query reads any of
 them the same way. Each service defines its own exceptions in its ``errors`` module; :func:`install_error_handlers`
-maps them, and every other error, to responses.
+maps them, and every other error, to responses. A service that also speaks another API's dialect under a path
+prefix (the LLM service's OpenAI-compatible ``/v1/``) gives a :data:`Formatter` for it, which rewrites the status
+and body there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -128,37 +130,51 @@ def http_error_kind(status_code: int) -> str:
 
 REFUSED_STATUSES = (413, 415, 422)  # refused input, as opposed to a service that cannot answer
 
+Formatter = Callable[[int, dict[str, Any]], tuple[int, dict[str, Any]]]
+"""``(status, shared body) -> (status, body)``: an error in another API's shape, for the paths it serves."""
 
-def install_error_handlers(app: FastAPI, on_rejected: Callable[[Request, list[dict[str, Any]]], None]) -> None:
+
+def install_error_handlers(app: FastAPI, on_rejected: Callable[[Request, list[dict[str, Any]]], None],
+                           formatters: Mapping[str, Formatter] | None = None) -> None:
     """Map every exception to the shared JSON shape; ``on_rejected(request, details)`` hears of refused input.
 
     ``details`` are the body's ``details`` (for a refusal that has none, one entry for the body), so a
-    service can count refusals by field and reason, or once per request.
+    service can count refusals by field and reason, or once per request. ``formatters`` maps a path prefix
+    to the :data:`Formatter` of the errors under it (the first prefix that matches applies; headers such as
+    Retry-After and Allow are kept).
     """
+    prefixes = tuple((formatters or {}).items())
+
+    def respond(request: Request, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+                ) -> JSONResponse:
+        path = request.url.path
+        formatter = next((f for prefix, f in prefixes if path.startswith(prefix)), None)
+        if formatter is not None:
+            status, body = formatter(status, body)
+        return JSONResponse(status_code=status, content=body, headers=dict(headers) if headers else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
         details = validation_details(error)
         on_rejected(request, details)
-        return JSONResponse(status_code=422, content=validation_body(details))
+        return respond(request, 422, validation_body(details))
 
     @app.exception_handler(ServiceError)
     async def _domain(request: Request, error: ServiceError) -> JSONResponse:
         if error.status_code in REFUSED_STATUSES:
             on_rejected(request, error.details or [{"field": "body", "reason": error.message, "type": error.kind}])
-        return JSONResponse(status_code=error.status_code, content=error.body(), headers=error.headers)
+        return respond(request, error.status_code, error.body(), error.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         details = undecodable_json(error)
         if details is not None:
             on_rejected(request, details)
-            return JSONResponse(status_code=422, content=validation_body(details))
-        return JSONResponse(status_code=error.status_code,
-                            content=error_body(http_error_kind(error.status_code), str(error.detail)),
-                            headers=http_error_headers(app, request, error))
+            return respond(request, 422, validation_body(details))
+        return respond(request, error.status_code, error_body(http_error_kind(error.status_code), str(error.detail)),
+                       http_error_headers(app, request, error))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(status_code=500, content=error_body("internal_error", "internal server error"))
+        return respond(request, 500, error_body("internal_error", "internal server error"))

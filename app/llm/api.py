@@ -4,7 +4,8 @@
 generation pool and metrics registry), so tests and notebooks can create as
 many as they like. ``LLM_DEFAULT_MODEL`` loads in the background from the
 lifespan, so ``/health`` answers at once and ``/ready`` turns 200 when the
-model serves.
+model serves. Beside its own routes, the service speaks OpenAI's API under ``/v1/``
+(:mod:`app.llm.routers.openai_compat`), with OpenAI's error shape there.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from app.llm.dependencies import Serving
 from app.llm.generation import Generator
 from app.llm.manager import Loader, ModelManager
 from app.llm.metrics import HTTP_LATENCY_BUCKETS, LLMMetrics
-from app.llm.routers import completion, model, probes
+from app.llm.openai_schemas import openai_error
+from app.llm.routers import completion, model, openai_compat, probes
 
 DESCRIPTION = """Chat completions from a HuggingFace `transformers` model that can be swapped while the
 service runs: `POST /model` loads a new model in the background while the old one keeps serving, and
-`GET /status` shows the lifecycle (NOT_DEPLOYED, LOADING, RUNNING, FAILED)."""
+`GET /status` shows the lifecycle (NOT_DEPLOYED, LOADING, RUNNING, FAILED). OpenAI's clients talk to it under
+`/v1` (`POST /v1/chat/completions`, `GET /v1/models`), with OpenAI's error shape there."""
+COMPLETION_PATHS = ("/completion", "/v1/chat/completions")
 
 
 def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
@@ -50,14 +54,15 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     app.state.settings, app.state.metrics = settings, metrics
     app.state.serving = Serving(settings, manager, generator, metrics)
 
-    for router in (probes.router, model.router, completion.build_router(settings)):
+    routers = (probes.router, model.router, completion.build_router(settings), openai_compat.build_router(settings))
+    for router in routers:
         add_routes(app, router)
 
     def on_rejected(request: Request, details: list[dict]) -> None:
-        if request.url.path == "/completion":  # once per refused completion, whatever its fields
+        if request.url.path in COMPLETION_PATHS:  # once per refused completion, whatever its fields
             metrics.completion("invalid")
 
-    install_error_handlers(app, on_rejected)
+    install_error_handlers(app, on_rejected, formatters={"/v1/": openai_error})
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, setting="LLM_MAX_BODY_BYTES",
                        advice="send a shorter conversation")
     expose_http_metrics(app, metrics.registry, HTTP_LATENCY_BUCKETS)  # last: the outermost middleware

@@ -7,9 +7,9 @@ in the OpenAPI document and every violation is a 422 naming the field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.llm.config import Settings
@@ -18,6 +18,12 @@ Role = Literal["system", "user", "assistant"]
 MIN_TEMPERATURE = 0.01
 MAX_SEED = 2**63 - 1  # what a torch.Generator takes, and a signed 64-bit integer in any client
 State = Literal["NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED"]
+MAX_STOP_SEQUENCES, MAX_STOP_CHARS = 4, 200
+StopSequence = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+StopSequences = Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)]
+STOP_DESCRIPTION = (f"Up to {MAX_STOP_SEQUENCES} strings of 1 to {MAX_STOP_CHARS} characters: generation ends once "
+                    "the answer contains one, and the answer ends before it (`finish_reason` stop). A stream never "
+                    "sends text that turns out to begin a stop string.")
 
 
 class Message(BaseModel):
@@ -34,6 +40,26 @@ class Message(BaseModel):
         if "\x00" in content:
             raise PydanticCustomError("nul_character", "content contains a NUL character")
         return content
+
+
+def greedy_or_measurable(temperature: float) -> float:
+    """0 (greedy) or at least MIN_TEMPERATURE: dividing the logits by less overflows them to inf (sampling fails)."""
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise PydanticCustomError("temperature_too_small", "temperature must be 0 (greedy) or at least {minimum}",
+                                  {"minimum": MIN_TEMPERATURE})
+    return temperature
+
+
+def within_chars(messages: list[Message], max_chars: int) -> list[Message]:
+    """Refuse messages that hold more than ``max_chars`` characters in all (LLM_MAX_INPUT_CHARS)."""
+    total = sum(len(m.content) for m in messages)
+    if total > max_chars:
+        raise PydanticCustomError(
+            "too_long",
+            "messages hold {total} characters in all; at most {limit} are accepted (LLM_MAX_INPUT_CHARS)",
+            {"total": total, "limit": max_chars},
+        )
+    return messages
 
 
 def completion_request_model(settings: Settings) -> type[BaseModel]:
@@ -67,30 +93,18 @@ def completion_request_model(settings: Settings) -> type[BaseModel]:
             "the same completion every time, whatever else the service is doing; without one, sampling is "
             "random. Greedy decoding needs none. The answer repeats the seed.",
         )
+        stop: StopSequences = Field(default=[], description=STOP_DESCRIPTION)
         stream: bool = Field(default=False, description="Answer with server-sent events: `token` events, then `done`.")
 
         @field_validator("temperature")
         @classmethod
         def _greedy_or_measurable(cls, temperature: float) -> float:
-            # Dividing the logits by a temperature this close to 0 overflows them to inf (sampling fails).
-            if 0 < temperature < MIN_TEMPERATURE:
-                raise PydanticCustomError(
-                    "temperature_too_small", "temperature must be 0 (greedy) or at least {minimum}",
-                    {"minimum": MIN_TEMPERATURE},
-                )
-            return temperature
+            return greedy_or_measurable(temperature)
 
         @field_validator("messages")
         @classmethod
         def _input_not_too_long(cls, messages: list[Message]) -> list[Message]:
-            total = sum(len(m.content) for m in messages)
-            if total > max_chars:
-                raise PydanticCustomError(
-                    "too_long",
-                    "messages hold {total} characters in all; at most {limit} are accepted (LLM_MAX_INPUT_CHARS)",
-                    {"total": total, "limit": max_chars},
-                )
-            return messages
+            return within_chars(messages, max_chars)
 
     return CompletionRequest
 

@@ -76,7 +76,8 @@ def build_router(settings: Settings) -> APIRouter:
             raise
         messages = [message.model_dump() for message in request.messages]
         prompt = encode_prompt(model, messages, request.max_new_tokens, settings.max_input_tokens)
-        params = Params(request.max_new_tokens, request.temperature, request.top_p, request.seed)
+        params = Params(request.max_new_tokens, request.temperature, request.top_p, request.seed,
+                        tuple(request.stop))
         try:
             if request.stream:
                 return EventSourceResponse(_events(serving, serving.generator.stream(prompt, params)), ping=15)
