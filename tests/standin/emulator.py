@@ -7,8 +7,9 @@ On top of :class:`tests.kube_emulator.WorkshopEmulator`:
   server does it), and ``spec.replicas`` defaults to 1 on creation;
 - a deleted Namespace is *Terminating* until the objects in it are gone (pods are stopped by the kubelet
   stand-in once their objects disappear);
-- pod logs, port-forwards and the pod proxy (``pods/NAME:PORT/proxy/PATH``) reach the pod's process,
-  which the kubelet stand-in (:mod:`tests.standin.node`) knows;
+- pod logs (of the pod's container, or of an init container by ``container=``), port-forwards and the
+  pod proxy (``pods/NAME:PORT/proxy/PATH``) reach the pod's processes, which the kubelet stand-in
+  (:mod:`tests.standin.node`) knows;
 - a Secret's ``stringData`` is stored base64-encoded in ``data``;
 - ``monitoring.coreos.com`` resources exist once their CustomResourceDefinitions are stored (the helm
   stand-in creates them, as the chart does).
@@ -38,7 +39,7 @@ class Node(Protocol):
 
     def pod_address(self, namespace: str, pod: str, port: int) -> tuple[str, int]: ...
 
-    def pod_log(self, namespace: str, pod: str, tail: int | None) -> str: ...
+    def pod_log(self, namespace: str, pod: str, tail: int | None, container: str | None = None) -> str | None: ...
 
 
 class StandinEmulator(WorkshopEmulator):
@@ -145,9 +146,13 @@ class StandinEmulator(WorkshopEmulator):
                 self.objects[(NAMESPACES, None, name)].delete()
 
     async def _log(self, request: kmock.Request, namespace: str, pod: str) -> aiohttp.web.Response:
-        tail = request.params.get("tailLines")
+        tail, container = request.params.get("tailLines"), request.params.get("container")
         assert self.node is not None
-        text = self.node.pod_log(namespace, pod, int(tail) if tail else None)
+        text = self.node.pod_log(namespace, pod, int(tail) if tail else None, container)
+        if text is None:  # the API server's answer for a container the pod does not have
+            message = f"container {container} is not valid for pod {pod}"
+            return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                              "message": message, "reason": "BadRequest", "code": 400}, status=400)
         return aiohttp.web.Response(text=text, content_type="text/plain")
 
     def forward_address(self, namespace: str, pod: str, port: int) -> tuple[str, int]:

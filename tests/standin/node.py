@@ -7,16 +7,22 @@ The interpreter and libraries are this environment's (``/opt/venv`` maps to it; 
 ``constraints.txt``). An image the stand-in ``kind`` never loaded cannot start (``ErrImagePull``), as
 on a fresh kind node.
 
-What it does like a kubelet: volumes (emptyDir, configMap, persistentVolumeClaim) as folders, the
-container's environment (values, ``envFrom``, ``resourceFieldRef``, ``fieldRef``, ConfigMap and Secret
-keys), startup, readiness and liveness probes with their periods and thresholds, ``Unhealthy`` events
-with the kubelet's wording, restarts (``CrashLoopBackOff``), a Job pod's exit as its phase, logs.
+What it does like a kubelet: volumes (emptyDir, configMap, persistentVolumeClaim, a mount's ``subPath``)
+as folders, the container's environment (values, ``envFrom``, ``resourceFieldRef``, ``fieldRef``, ConfigMap
+and Secret keys), startup, readiness and liveness probes with their periods and thresholds, ``Unhealthy``
+events with the kubelet's wording, restarts (``CrashLoopBackOff``), a Job pod's exit as its phase, logs.
+``initContainers`` run first, in order, each to completion, with their own command, environment and
+mounts: a failing one shows as ``Init:Error``, then is restarted with back-off (``Init:CrashLoopBackOff``
+in ``status.initContainerStatuses``, the pod Pending and not ready, its log readable with ``container=``),
+or fails the pod under ``restartPolicy: Never``; one that succeeded is not run again when the container
+restarts. Sidecars (init containers with ``restartPolicy: Always``) are not stood in for.
 
 What it cannot do, and does instead: there are no network namespaces, so every pod listens on
 127.0.0.1 on a port of its own (``uvicorn --port``, Locust's bind port) and names of Services in URLs
 and host settings are rewritten to the Service stand-in's local ports (:mod:`tests.standin.network`);
-resource limits and the securityContext are not enforced (``tests/test_image.py`` runs the real image
-read-only and unprivileged).
+resource limits, the securityContext and read-only mounts are not enforced (``tests/test_image.py`` runs
+the real image read-only and unprivileged). The processes reach the network as this machine does (its proxy,
+CA bundle and package index settings are passed on, :attr:`Node.network_env`).
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ class ImageStore:
 
 @dataclass
 class ContainerState:
-    """What the pod's status says about its one container."""
+    """What the pod's status says about one of its containers."""
 
     waiting: tuple[str, str] | None = ("ContainerCreating", "")
     running_since: str | None = None
@@ -117,10 +123,30 @@ class ContainerState:
     ready: bool = False
     restarts: int = 0
 
+    def status(self, container: dict[str, Any]) -> dict[str, Any]:
+        """The container's entry in ``containerStatuses`` or ``initContainerStatuses``."""
+        entry = {"name": container["name"], "image": container["image"], "imageID": "", "ready": self.ready,
+                 "started": self.started, "restartCount": self.restarts}
+        if self.waiting is not None:
+            entry["state"] = {"waiting": {"reason": self.waiting[0], "message": self.waiting[1]}}
+        elif self.terminated is not None:
+            entry["state"] = {"terminated": {"exitCode": self.terminated[0], "reason": self.terminated[1]}}
+        else:
+            entry["state"] = {"running": {"startedAt": self.running_since}}
+        if self.last_terminated is not None:
+            entry["lastState"] = {"terminated": {"exitCode": self.last_terminated[0],
+                                                 "reason": self.last_terminated[1]}}
+        return entry
+
 
 @dataclass
 class Pod:
-    """One pod on the node: its spec, its process, its probes, running in a thread of its own."""
+    """One pod on the node: its spec, its processes, its probes, running in a thread of its own.
+
+    Its ``initContainers`` run first, in order, each to completion (a failing one is restarted with
+    back-off, or fails the pod where ``restartPolicy`` is Never); then its first container runs, with
+    probes and restarts, and a restart of it never runs the init containers again.
+    """
 
     node: Node
     namespace: str
@@ -129,18 +155,38 @@ class Pod:
     folder: Path
     ports: dict[int, int] = field(default_factory=dict)  # container port -> local port
     state: ContainerState = field(default_factory=ContainerState)
-    process: ManagedProcess | None = None
+    init_states: list[ContainerState] = field(default_factory=list)
+    initialized: bool = False
+    process: ManagedProcess | None = None  # the one running now: an init container's, then the container's
     stopped: threading.Event = field(default_factory=threading.Event)
     _published: str = ""
     _events: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.init_states = [ContainerState(waiting=("PodInitializing", "")) for _ in self.init_containers]
+        self.initialized = not self.init_containers
+        if self.init_containers:
+            self.state = ContainerState(waiting=("PodInitializing", ""))
 
     @property
     def container(self) -> dict[str, Any]:
         return self.spec["containers"][0]
 
     @property
+    def init_containers(self) -> list[dict[str, Any]]:
+        return self.spec.get("initContainers") or []
+
+    @property
     def log_path(self) -> Path:
         return self.folder / "container.log"
+
+    def log_path_of(self, container: str | None) -> Path | None:
+        """The log file of a container by name (None: the pod's container); None for a name it does not have."""
+        if container in (None, "", self.container["name"]):
+            return self.log_path
+        if container in [init["name"] for init in self.init_containers]:
+            return self.folder / f"init-{container}.log"
+        return None
 
     def run(self) -> None:
         try:
@@ -151,29 +197,43 @@ class Pod:
             with self.log_path.open("a") as log:
                 log.write(f"stand-in kubelet: {type(error).__name__}: {error}\n")
 
-    def _lifecycle(self) -> None:
-        image = None
+    def _pull(self, container: dict[str, Any], state: ContainerState) -> Image | None:
+        """``container``'s image once ``kind load`` put it on the node (ErrImagePull until then); None if stopped."""
         while not self.stopped.is_set():
-            image = self.node.images.get(self.container["image"])
+            image = self.node.images.get(container["image"])
             if image is not None:
-                break
-            message = (f'Failed to pull image "{self.container["image"]}": pull access denied, repository does '
+                self.event("Normal", "Pulled", f'Container image "{container["image"]}" already present on machine')
+                return image
+            message = (f'Failed to pull image "{container["image"]}": pull access denied, repository does '
                        "not exist or may require authorization (the image was never loaded into this node)")
-            if self.state.waiting[0] not in ("ErrImagePull", "ImagePullBackOff"):
+            if state.waiting is None or state.waiting[0] not in ("ErrImagePull", "ImagePullBackOff"):
                 with (self.node.state / "node" / "pull-failures.jsonl").open("a") as failures:
                     failures.write(json.dumps({"namespace": self.namespace, "pod": self.name,
-                                               "image": self.container["image"], "at": now()}) + "\n")
-            self.state.waiting = ("ErrImagePull" if self.state.waiting[0] != "ErrImagePull" else "ImagePullBackOff",
-                                  message)
+                                               "image": container["image"], "at": now()}) + "\n")
+            state.waiting = ("ErrImagePull" if state.waiting is None or state.waiting[0] != "ErrImagePull"
+                             else "ImagePullBackOff", message)
             self.event("Warning", "Failed", message)
             self.publish()
             self.stopped.wait(2.0)
+        return None
+
+    def _lifecycle(self) -> None:
+        for init, state in zip(self.init_containers, self.init_states, strict=True):
+            if init.get("restartPolicy") == "Always":
+                raise NotImplementedError(f"init container {init['name']} is a sidecar (restartPolicy Always): "
+                                          "the stand-in kubelet runs init containers to completion only")
+            if not self._initialise(init, state):
+                return  # stopped, or failed for good (restartPolicy Never: the pod failed)
+        self.initialized = True
+        if self.init_containers:
+            self.state.waiting = ("ContainerCreating", "")
+            self.publish()
+        image = self._pull(self.container, self.state)
         if image is None:
             return
-        self.event("Normal", "Pulled", f'Container image "{self.container["image"]}" already present on machine')
         backoff = 1.0
         while not self.stopped.is_set():
-            argv, env, cwd = self._command(image)
+            argv, env, cwd = self._command(image, self.container)
             if argv is None:  # a Service it names does not exist yet: stay ContainerCreating
                 self.stopped.wait(0.5)
                 continue
@@ -202,6 +262,50 @@ class Pod:
             self.publish()
             self.stopped.wait(backoff)
             backoff = min(backoff * 2, 10.0)
+
+    def _initialise(self, container: dict[str, Any], state: ContainerState) -> bool:
+        """Run one init container until it exits 0 (True), restarting it with back-off as the kubelet does;
+        False when the pod stops or, with ``restartPolicy: Never``, when it fails (the pod fails with it)."""
+        image = self._pull(container, state)
+        if image is None:
+            return False
+        name, backoff = container["name"], 1.0
+        while not self.stopped.is_set():
+            argv, env, cwd = self._command(image, container)
+            if argv is None:
+                self.stopped.wait(0.5)
+                continue
+            self.process = ManagedProcess(f"pod-{self.name}-{name}", argv, env=env, cwd=cwd,
+                                          log_path=self.log_path_of(name))
+            self.process.env = env
+            self.process.start()
+            self.event("Normal", "Started", f"Started container {name}")
+            state.waiting, state.terminated, state.running_since = None, None, now()
+            self.publish()
+            while self.process.running and not self.stopped.is_set():
+                self.stopped.wait(0.2)
+            if self.stopped.is_set():
+                return False
+            code = self.process._popen.returncode if self.process._popen else -1
+            state.running_since = None
+            if code == 0:
+                state.terminated, state.ready = (0, "Completed"), True
+                self.publish()
+                return True
+            state.terminated = (code, "Error")  # what `kubectl get pods` shows as Init:Error
+            self.publish()
+            if self.spec.get("restartPolicy", "Always") == "Never":
+                return False
+            self.stopped.wait(0.5)
+            state.terminated, state.last_terminated = None, (code, "Error")
+            state.restarts += 1
+            state.waiting = ("CrashLoopBackOff",
+                             f"back-off {backoff:.0f}s restarting failed container={name} pod={self.name}")
+            self.event("Warning", "BackOff", f"Back-off restarting failed container {name} in pod {self.name}")
+            self.publish()  # Init:CrashLoopBackOff
+            self.stopped.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+        return False
 
     def _probe_until_exit(self) -> int:
         """Run the probes while the process lives; its exit code (or -1 when liveness killed it)."""
@@ -274,8 +378,8 @@ class Pod:
 
     # --- the container's command and environment -----------------------------------------------------
 
-    def _command(self, image: Image) -> tuple[list[str] | None, dict[str, str], str]:
-        mounts = self._volumes()
+    def _command(self, image: Image, container: dict[str, Any]) -> tuple[list[str] | None, dict[str, str], str]:
+        mounts = self._volumes(container)
         mapping = {**{VENV: sys.prefix}, **{IMAGE_FILES: str(image.root / IMAGE_FILES.strip("/"))}, **mounts}
         prefixes = sorted(mapping, key=len, reverse=True)
         pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(p) for p in prefixes) + r")(?=/|\b|$)")
@@ -284,22 +388,25 @@ class Pod:
             return pattern.sub(lambda m: mapping[m.group(1)], text)
 
         env = {key: local(value) for key, value in image.env.items()}
-        env.update({key: local(value) for key, value in self._container_env().items()})
+        env.update({key: local(value) for key, value in self._container_env(container).items()})
         env.setdefault("HOME", mounts.get("/tmp", str(self.folder)))
         for passed in self.node.passed_env:
             if passed in os.environ:
                 env[passed] = os.environ[passed]
-        command, args = self.container.get("command"), self.container.get("args")
+        command, args = container.get("command"), container.get("args")
         argv = [*command, *(args or [])] if command else [*image.entrypoint, *(args if args is not None else image.cmd)]
         argv = [local(part) for part in argv]
-        if not self._network(argv, env):
+        if not self._network(argv, env, container):
             return None, env, ""
+        for passed in self.node.network_env:  # after the Service rewriting: a proxy's host is no Service
+            if passed in os.environ and passed not in env:
+                env[passed] = os.environ[passed]
         binary = shutil.which(argv[0], path=env.get("PATH"))
         argv[0] = binary or argv[0]
-        cwd = local(self.container.get("workingDir") or image.workdir)
+        cwd = local(container.get("workingDir") or image.workdir)
         return argv, env, cwd
 
-    def _network(self, argv: list[str], env: dict[str, str]) -> bool:
+    def _network(self, argv: list[str], env: dict[str, str], container: dict[str, Any]) -> bool:
         """Ports and Service names rewritten for 127.0.0.1; False while a Service it names does not exist."""
         program = Path(argv[0]).name
         for index, part in enumerate(argv[:-1]):
@@ -308,7 +415,7 @@ class Pod:
             if program == "uvicorn" and part == "--host":
                 argv[index + 1] = "127.0.0.1"
         if "locust" in argv[0] or "locust" in " ".join(argv):
-            for port in self.container.get("ports", []):
+            for port in container.get("ports", []):
                 if port.get("name") == "communication":
                     env["LOCUST_MASTER_BIND_PORT"] = str(self.local_port(port["containerPort"]))
             env.setdefault("LOCUST_WEB_HOST", "127.0.0.1")
@@ -326,10 +433,13 @@ class Pod:
                 env[key] = resolved
         return True
 
-    def _volumes(self) -> dict[str, str]:
+    def _volumes(self, container: dict[str, Any]) -> dict[str, str]:
+        """Each mount path of ``container`` and the folder that stands in for it (a ``subPath`` inside its volume).
+
+        ``readOnly`` is not enforced: the processes run as this machine's user."""
         volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
         mounts = {}
-        for mount in self.container.get("volumeMounts", []):
+        for mount in container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             folder = self.folder / "volumes" / mount["name"]
             if "persistentVolumeClaim" in volume:
@@ -340,23 +450,27 @@ class Pod:
                 data = self.node.read("configmap", self.namespace, volume["configMap"]["name"])
                 for key, value in (data or {}).items():
                     (folder / key).write_text(value)
+            if mount.get("subPath"):
+                folder = folder / mount["subPath"]
+                if "configMap" not in volume:
+                    folder.mkdir(parents=True, exist_ok=True)  # as the kubelet does for a missing subPath
             mounts[mount["mountPath"]] = str(folder)
         return mounts
 
-    def _container_env(self) -> dict[str, str]:
+    def _container_env(self, container: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
-        for source in self.container.get("envFrom", []):
+        for source in container.get("envFrom", []):
             if "configMapRef" in source:
                 env.update(self.node.read("configmap", self.namespace, source["configMapRef"]["name"]) or {})
             if "secretRef" in source:
                 env.update(self.node.read("secret", self.namespace, source["secretRef"]["name"]) or {})
-        for item in self.container.get("env", []):
+        for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = str(item["value"])
                 continue
             ref = item.get("valueFrom", {})
             if "resourceFieldRef" in ref:
-                env[item["name"]] = self._resource(ref["resourceFieldRef"])
+                env[item["name"]] = self._resource(ref["resourceFieldRef"], container)
             elif "fieldRef" in ref:
                 env[item["name"]] = {"metadata.name": self.name, "metadata.namespace": self.namespace,
                                      "status.podIP": "127.0.0.1"}.get(ref["fieldRef"]["fieldPath"], "")
@@ -368,9 +482,13 @@ class Pod:
                     env[item["name"]] = value
         return env
 
-    def _resource(self, ref: dict[str, Any]) -> str:
+    def _resource(self, ref: dict[str, Any], container: dict[str, Any]) -> str:
+        """A ``resourceFieldRef``: of the container it names (``containerName``), else of ``container``."""
+        named = ref.get("containerName")
+        if named:
+            container = next(c for c in [*self.init_containers, *self.spec["containers"]] if c["name"] == named)
         kind, _, name = ref["resource"].partition(".")
-        value = str(self.container.get("resources", {}).get(kind, {}).get(name, "0"))
+        value = str(container.get("resources", {}).get(kind, {}).get(name, "0"))
         cores = float(value[:-1]) / 1000 if value.endswith("m") else float(value or 0)
         divisor = str(ref.get("divisor", "1"))
         divisor_cores = float(divisor[:-1]) / 1000 if divisor.endswith("m") else float(divisor)
@@ -381,25 +499,28 @@ class Pod:
     def publish(self) -> None:
         """Patch the pod's status when it changed (the kubelet's status manager)."""
         state = self.state
-        container = {"name": self.container["name"], "image": self.container["image"], "imageID": "",
-                     "ready": state.ready, "started": state.started, "restartCount": state.restarts}
-        if state.waiting is not None:
-            container["state"] = {"waiting": {"reason": state.waiting[0], "message": state.waiting[1]}}
-        elif state.terminated is not None:
-            container["state"] = {"terminated": {"exitCode": state.terminated[0], "reason": state.terminated[1]}}
-        else:
-            container["state"] = {"running": {"startedAt": state.running_since}}
-        if state.last_terminated is not None:
-            container["lastState"] = {"terminated": {"exitCode": state.last_terminated[0],
-                                                     "reason": state.last_terminated[1]}}
+        failed_init = any(s.terminated and s.terminated[0] != 0 for s in self.init_states) \
+            and self.spec.get("restartPolicy", "Always") == "Never"
         phase = "Running" if state.running_since else "Pending"
         if state.terminated is not None:
             phase = "Succeeded" if state.terminated[0] == 0 else "Failed"
+        if failed_init:
+            phase = "Failed"
         ready = "True" if state.ready else "False"
-        status = {"phase": phase, "podIP": "127.0.0.1", "hostIP": "127.0.0.1", "containerStatuses": [container],
-                  "conditions": [{"type": "PodScheduled", "status": "True"},
+        initialized = {"type": "Initialized", "status": "True" if self.initialized else "False"}
+        if not self.initialized:
+            incomplete = [c["name"] for c, s in zip(self.init_containers, self.init_states, strict=True)
+                          if s.terminated != (0, "Completed")]
+            initialized |= {"reason": "ContainersNotInitialized",
+                            "message": f"containers with incomplete status: [{' '.join(incomplete)}]"}
+        status = {"phase": phase, "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
+                  "containerStatuses": [state.status(self.container)],
+                  "conditions": [{"type": "PodScheduled", "status": "True"}, initialized,
                                  {"type": "ContainersReady", "status": ready},
                                  {"type": "Ready", "status": ready}]}
+        if self.init_containers:
+            status["initContainerStatuses"] = [s.status(c) for c, s in zip(self.init_containers, self.init_states,
+                                                                            strict=True)]
         text = json.dumps(status, sort_keys=True)
         if text == self._published or self.stopped.is_set():
             return
@@ -434,6 +555,10 @@ class Node:
     """The node: starts a :class:`Pod` for every pod object, stops it when the object is gone."""
 
     passed_env = ("WINE_QUALITY_DATA_DIR", "LANG", "LC_ALL")  # the stand-in's "internet": the offline data
+    # How this machine reaches the package index (a proxy, its CA bundle, a mirror): a node's pods reach the
+    # network through the node, and the init container of k8s/llm downloads a wheel with pip.
+    network_env = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
+                   "PIP_INDEX_URL", "PIP_CERT", "PIP_DEFAULT_TIMEOUT", "SSL_CERT_FILE")
 
     def __init__(self, api_client: client.ApiClient, state: Path, services: Any) -> None:
         self.core = client.CoreV1Api(api_client)
@@ -484,11 +609,17 @@ class Node:
             return self.served[(namespace, pod)]
         return "127.0.0.1", self.pods[(namespace, pod)].local_port(port)
 
-    def pod_log(self, namespace: str, pod: str, tail: int | None) -> str:
+    def pod_log(self, namespace: str, pod: str, tail: int | None, container: str | None = None) -> str | None:
+        """A container's log (the pod's container by default, an init container by name); None: no such container."""
         running = self.pods.get((namespace, pod))
-        if running is None or not running.log_path.exists():
+        if running is None:
             return ""
-        lines = running.log_path.read_text(errors="replace").splitlines(keepends=True)
+        path = running.log_path_of(container)
+        if path is None:
+            return None
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
         return "".join(lines[-tail:] if tail else lines)
 
     def ready(self, namespace: str, pod: str) -> bool:
