@@ -257,6 +257,7 @@ def test_status_and_model_describe_what_serves(llm_client: TestClient) -> None:
     assert status["loads"] == {"success": 1, "failure": 0}
     model = llm_client.get("/model").json()
     assert model["model_id"] == MODEL_A and model["source"] == "local" and model["dtype"] == "float32"
+    assert model["card"] is None, "a folder without a model_card.json has no card, and still loads"
     assert 800_000 < model["parameters"] < 1_500_000 and model["architecture"] == "LlamaForCausalLM"
     assert model["max_positions"] == 512 and model["load_seconds"] > 0
 

@@ -49,6 +49,10 @@ def test_the_default_is_the_real_model_in_float32(real_client: TestClient) -> No
     assert (model["model_id"], model["source"], model["dtype"]) == (REAL_MODEL, "local", "float32")
     assert 134_000_000 < model["parameters"] < 135_000_000
     assert model["architecture"] == "LlamaForCausalLM" and model["max_positions"] == 8192
+    from app.llm.packaged_model import WHEEL_SHA256
+
+    card = model["card"]  # where the weights came from, as the conversion recorded it
+    assert card["source"]["sha256"] == WHEEL_SHA256 and card["dtype"] == "float32" and card["name"] == REAL_MODEL
 
 
 def test_it_knows_the_capital_of_france(real_client: TestClient) -> None:

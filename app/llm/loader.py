@@ -22,6 +22,7 @@ answers /health) before they are imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from app.llm.packaged_model import CARD
 from app.llm.sources import ModelSource
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class LoadedModel:
     max_positions: int | None
     load_seconds: float
     warmup_seconds: float = 0.0
+    card: dict[str, Any] | None = None  # a local folder's model_card.json: where the weights came from
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -75,6 +78,7 @@ class LoadedModel:
             "parameters": self.parameters, "max_positions": self.max_positions,
             "architecture": type(self.model).__name__, "loaded_at": self.loaded_at.isoformat(),
             "load_seconds": round(self.load_seconds, 3), "warmup_seconds": round(self.warmup_seconds, 3),
+            "card": self.card,
         }
 
 
@@ -143,8 +147,19 @@ def load_model(
         model_id=source.model_id, source=source.kind, revision=source.revision, tokenizer=tokenizer, model=model,
         dtype=str(model.dtype).removeprefix("torch."), parameters=sum(p.numel() for p in model.parameters()),
         max_positions=getattr(config, "max_position_embeddings", None),
-        load_seconds=time.perf_counter() - started, warmup_seconds=warmup_seconds,
+        load_seconds=time.perf_counter() - started, warmup_seconds=warmup_seconds, card=_card(source),
     )
+
+
+def _card(source: ModelSource) -> dict[str, Any] | None:
+    """The folder's model card, if it has a readable one (a missing or broken card never fails a load)."""
+    if source.path is None:
+        return None
+    try:
+        card = json.loads((source.path / CARD).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
 
 
 def _warm_up(model_id: str, tokenizer: Any, model: Any) -> float:

@@ -7,7 +7,7 @@ in the OpenAPI document and every violation is a 422 naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
@@ -133,7 +133,7 @@ class CompletionResponse(BaseModel):
 
 class SwapRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True,
-                              json_schema_extra={"examples": [{"model_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}]})
+                              json_schema_extra={"examples": [{"model_id": "smollm2-135m-instruct-bf16"}]})
 
     model_id: str = Field(min_length=1, max_length=300,
                           description="A folder name under LLM_MODELS_DIR, or a hub id `org/name`.")
@@ -169,6 +169,8 @@ class ModelResponse(BaseModel):
     loaded_at: str
     load_seconds: float = Field(description="Loading and the warm-up generation, in seconds.")
     warmup_seconds: float = Field(description="The one-token test generation at the end of the load.")
+    card: dict[str, Any] | None = Field(
+        default=None, description="The model folder's model_card.json (source, checksum, dtype, licence), if any.")
 
 
 class ErrorDetail(BaseModel):
