@@ -117,8 +117,8 @@ def model_volume(state: Path) -> Path:
 
 
 def outputs_of(notebook: nbformat.NotebookNode, source_part: str) -> str:
-    """What the code cell containing ``source_part`` printed or displayed as text."""
-    [cell] = [c for c in notebook.cells if c.cell_type == "code" and source_part in c.source]
+    """What the first code cell containing ``source_part`` printed or displayed as text."""
+    cell = next(c for c in notebook.cells if c.cell_type == "code" and source_part in c.source)
     return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
 
 
@@ -233,13 +233,15 @@ def test_the_real_model_answered_from_the_folders_the_init_container_made(execut
     card = model_card(folders / FLOAT32.name)
     logs = [path.read_text() for path in (standin / "node" / "pods").glob(f"{NAMESPACE}_llm-*/init-fetch-model.log")]
     assert any("converted in" in log and f"/{FLOAT32.name}\n" in log for log in logs), logs  # `kubectl logs -c`
-    model = outputs_of(executed["07"], "pd.Series(client.model())")
+    model = outputs_of(executed["07"], "client.model()")
     parameters = re.search(r"^parameters\s+(\d+)\s*$", model, re.MULTILINE)
     assert parameters and int(parameters[1]) == card["parameters"], model
     assert 134e6 < card["parameters"] < 135e6 and re.search(r"^dtype\s+float32\s*$", model, re.MULTILINE)
+    # The float32 answer to "What is machine learning? Answer in one sentence.": a sentence about it (a tiny
+    # random model strings its few words together at random).
     answer = outputs_of(executed["07"], 'print(answer["message"]["content"])').split("\n")[0]
     words = re.findall(r"[A-Za-z]+", answer)
-    assert len(words) >= 8 and "readiness" in answer.lower(), f"not the real model's English: {answer!r}"
+    assert len(words) >= 8 and "learn" in answer.lower(), f"not the real model's English: {answer!r}"
 
 
 def test_the_loop_rolls_v1_to_v2_and_prometheus_counts_only_this_notebooks_pods(executed):
