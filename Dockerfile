@@ -12,6 +12,19 @@
 
 # Every stage starts from the same interpreter, so the venv built in one runs in the others.
 ARG PYTHON_IMAGE=python:3.11-slim
+# The llm build's wheelhouse (see the stage `wheelhouse` below): empty unless an image of wheels is named here.
+ARG WHEELHOUSE_IMAGE=scratch
+
+# ---------------------------------------------------------------- wheelhouse: wheels pip takes before an index
+# A folder of wheels the llm build installs from first (pip --find-links), for air-gapped and corporate builds
+# and for torch's CPU build without PyTorch's index (`make wheelhouse` puts it in build/wheelhouse). Empty by
+# default, so a build without one works as before. Two ways to fill it with a folder:
+#   BuildKit 0.10+ (Docker 23+):  docker buildx build --build-context wheelhouse=build/wheelhouse --target llm .
+#                                 (a named context replaces the stage of that name)
+#   any BuildKit (Docker 20.10):  an image holding the wheels at /, built from the folder
+#                                 (FROM scratch, COPY *.whl /), given as --build-arg WHEELHOUSE_IMAGE=TAG
+# workshop.container.build_image(wheelhouse=...) picks the one the engine supports.
+FROM ${WHEELHOUSE_IMAGE} AS wheelhouse
 
 # ---------------------------------------------------------------- base: shared by all stages
 FROM ${PYTHON_IMAGE} AS base
@@ -42,17 +55,27 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 RUN python -m compileall -q --invalidation-mode checked-hash app
 
 # ---------------------------------------------------------------- llm: the chat service (app.llm)
-# The builder's venv plus the `llm` extra (transformers, tokenizers, torch). torch on PyPI is, on Linux,
-# the CUDA build (several GB of libraries a CPU node never uses): the CPU build comes from PyTorch's own
-# index, which pip sees next to PyPI. constraints.txt pins the version ("torch==2.13.0"), and pip prefers
-# the index's local build of it ("2.13.0+cpu"). For a GPU image pass the matching index,
+# The builder's venv plus the `llm` extra (transformers, tokenizers, torch, gguf). torch on PyPI is, on Linux,
+# the CUDA build (several GB of libraries a CPU node never uses); the CPU build (~200 MB wheel) comes from the
+# wheelhouse when it holds torch, else from PyTorch's own index, which pip then sees next to PyPI.
+# constraints.txt pins the version ("torch==2.13.0") and pip prefers the local build of it ("2.13.0+cpu").
+# An empty TORCH_INDEX_URL means no extra index. For a GPU image pass the matching index,
 # e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (and a CUDA base).
 FROM builder AS llm-builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,required=false,target=/run/secrets/ca \
+    --mount=type=bind,from=wheelhouse,target=/wheelhouse \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \
-    && pip install -c constraints.txt --extra-index-url "${TORCH_INDEX_URL}" ".[llm]"
+    && if [ -n "${TORCH_INDEX_URL}" ] && [ -z "$(find /wheelhouse -maxdepth 1 -name 'torch-*.whl')" ]; then \
+         export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
+    && pip install -c constraints.txt --find-links /wheelhouse ".[llm]"
+# torch's wheel carries files only its developers and extension builders use: C++ test programs (torch/test,
+# torch/bin), protoc, and the C++ headers (torch/include: torch.utils.cpp_extension and torch.compile's C++ code
+# generation, neither of which the service runs). Left out of the image, they are ~190 MB fewer to ship.
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "${site}/torch/test" "${site}/torch/include" "${site}"/torch/bin/test_* "${site}"/torch/bin/*Test \
+       "${site}"/torch/bin/protoc*
 
 FROM base AS llm
 # Models are not baked in (hundreds of MB to GB each, swapped at run time): a model_id that names a folder

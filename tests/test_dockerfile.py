@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -225,7 +226,9 @@ def test_no_frontend_image_has_to_be_pulled():
     assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
     mounts = {m for i in _all_instructions() for f in i.flags if f.startswith("--mount=") for m in re.findall(
         r"type=(\w+)", f)}
-    assert mounts == {"cache", "secret"}
+    assert mounts == {"cache", "secret", "bind"}
+    binds = [f for i in _all_instructions() for f in i.flags if f.startswith("--mount=type=bind")]
+    assert binds == ["--mount=type=bind,from=wheelhouse,target=/wheelhouse"], "only the wheelhouse is bind-mounted"
     assert "<<" not in text and "--link" not in text
 
 
@@ -238,6 +241,8 @@ def test_base_image_is_a_build_argument_defaulting_to_python_slim():
     assert df.global_args.get("PYTHON_IMAGE") == "python:3.11-slim"
     names = {s.name for s in df.stages}
     for stage in df.stages:
+        if stage.name == "wheelhouse":  # files only, no interpreter: see test_the_wheelhouse_is_an_empty_stage...
+            continue
         assert stage.base in names or stage.base == "${PYTHON_IMAGE}", f"{stage.name} is built FROM {stage.base}"
 
 
@@ -354,18 +359,73 @@ def test_llm_target_serves_the_chat_service_with_mounted_models_and_cache():
     assert not any("artifacts" in c for c in copies), "no model is baked into the llm image"
 
 
+def _llm_install() -> Instruction:
+    installs = [i for i in dockerfile().instructions("llm-builder", "RUN") if '".[llm]"' in i.args]
+    assert len(installs) == 1
+    return installs[0]
+
+
 def test_llm_installs_the_llm_extra_with_cpu_torch_by_default():
     df = dockerfile()
     args = {i.args.partition("=")[0]: i.args.partition("=")[2] for i in df.stage("llm-builder").instructions
             if i.keyword == "ARG"}
     assert args.get("TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
-    installs = [i.args for i in df.instructions("llm-builder", "RUN") if "pip install" in i.args]
-    llm = [a for a in installs if '".[llm]"' in a]
-    assert len(llm) == 1
-    assert '--extra-index-url "${TORCH_INDEX_URL}"' in llm[0] and "-c constraints.txt" in llm[0]
+    install = _llm_install()
+    assert re.search(r'pip install -c constraints\.txt --find-links /wheelhouse "\.\[llm\]"$', install.args)
+    # The index is an extra one, and only when asked for: never a literal that an empty value would break.
+    assert 'export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"' in install.args
+    assert "--extra-index-url" not in install.args and "--index-url" not in install.args
     assert any(line.startswith("torch==") for line in (ROOT / "constraints.txt").read_text().splitlines()), (
         "constraints.txt pins torch: without a pin pip may pick the CUDA build from PyPI"
     )
+
+
+def test_the_wheelhouse_is_an_empty_stage_a_named_context_or_an_image_of_wheels_replaces():
+    """``FROM scratch`` unless WHEELHOUSE_IMAGE names an image of wheels (every BuildKit); ``--build-context
+    wheelhouse=DIR`` replaces the stage (BuildKit 0.10+). The llm install mounts it, with the cache and the CA."""
+    df = dockerfile()
+    assert df.global_args.get("WHEELHOUSE_IMAGE") == "scratch"
+    stage = df.stage("wheelhouse")
+    assert stage.base == "${WHEELHOUSE_IMAGE}" and not stage.instructions, "nothing is built in it: files only"
+    assert [s.name for s in df.stages].index("wheelhouse") < [s.name for s in df.stages].index("llm-builder")
+    flags = _llm_install().flags
+    assert "--mount=type=bind,from=wheelhouse,target=/wheelhouse" in flags
+    assert any(f.startswith("--mount=type=cache") and "target=/root/.cache/pip" in f for f in flags)
+    assert any(f.startswith("--mount=type=secret") and "id=ca" in f and "required=false" in f for f in flags)
+    for target in FINAL_STAGES:  # the wheels stay in the builder: no final image copies or mounts them
+        assert not any("wheelhouse" in i.args for i in dockerfile().stage(target).instructions), target
+
+
+def _index_chosen(tmp_path: Path, torch_index_url: str, wheels: list[str]) -> str:
+    """Run the llm install's shell, pip replaced by a stand-in, over a wheelhouse of ``wheels``: the extra index pip
+    would get (PIP_EXTRA_INDEX_URL), or '' for none."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir(exist_ok=True)
+    for wheel in wheels:
+        (wheelhouse / wheel).write_bytes(b"")
+    script = re.sub(r"^(\s*--[a-z-]+=\S+\s+)*", "", _llm_install().args).replace("/wheelhouse", str(wheelhouse))
+    stand_in = 'pip() { printf "%s" "${PIP_EXTRA_INDEX_URL:-}"; }; '
+    result = subprocess.run(["sh", "-c", stand_in + script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "TORCH_INDEX_URL": torch_index_url})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_torch_index_is_used_only_when_given_and_the_wheelhouse_has_no_torch(tmp_path: Path):
+    cpu = "https://download.pytorch.org/whl/cpu"
+    assert _index_chosen(tmp_path, cpu, []) == cpu
+    assert _index_chosen(tmp_path, cpu, ["numpy-2.3.0-cp311-cp311-manylinux_2_28_x86_64.whl"]) == cpu
+    assert _index_chosen(tmp_path, "", []) == "", "an empty TORCH_INDEX_URL means no extra index"
+    assert _index_chosen(tmp_path, cpu, ["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]) == ""
+
+
+def test_torch_s_test_programs_and_headers_are_left_out_of_the_llm_image():
+    """Removed in the builder, after the install: the final stage copies the venv as it is then."""
+    runs = [i.args for i in dockerfile().stage("llm-builder").instructions if i.keyword == "RUN"]
+    prune = runs[-1]
+    for path in ('"${site}/torch/test"', '"${site}/torch/include"', '"${site}"/torch/bin/test_*'):
+        assert path in prune
+    assert "rm -rf" in prune and "torch/lib" not in prune
 
 
 def test_locust_target_has_locust_the_locustfile_and_nothing_of_the_service():
@@ -388,6 +448,7 @@ def test_locust_target_has_locust_the_locustfile_and_nothing_of_the_service():
         ".venv/bin/python",
         ".git/HEAD",
         "build/notebooks/01.ipynb",
+        "build/wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
         "tests/test_api.py",
         "notebooks/01_train.ipynb",
         "data/winequality-red.csv",
@@ -439,3 +500,83 @@ def test_a_new_model_rebuilds_the_layers_from_the_one_that_copies_it_in():
     assert rebuilt_by_a_new_model(single) == single[1:]
     with pytest.raises(ValueError, match="no layer copies the model"):
         rebuilt_by_a_new_model(multi[:2])
+
+
+# ----------------------------------------------------------------------------------------------- the wheelhouse
+
+CPU_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+
+
+def fake_pip(folder: Path, *, cpu_index_answers: bool) -> tuple[Path, Path]:
+    """A ``python`` whose ``-m pip download`` records its argv and saves a CPU torch wheel into ``--dest``, or, for
+    PyTorch's index when ``cpu_index_answers`` is false, fails as pip does when an index does not answer."""
+    log = folder / "pip.calls"
+    script = folder / "python"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> {log}
+        case " $* " in *" --index-url "*) [ {int(cpu_index_answers)} = 1 ] || {{
+            echo "ERROR: No matching distribution found for torch==2.13.0" >&2; exit 1; }};; esac
+        while [ "$1" != "--dest" ]; do shift; done
+        printf 'wheel' > "$2/{CPU_WHEEL}"
+    """))
+    script.chmod(0o755)
+    return script, log
+
+
+def pip_calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_the_wheelhouse_gets_torchs_pinned_cpu_build_from_pytorchs_index_first(tmp_path: Path):
+    from workshop import container
+
+    python, log = fake_pip(tmp_path, cpu_index_answers=True)
+    said: list[str] = []
+    wheel = container.fill_wheelhouse(tmp_path / "wheelhouse", python=str(python), say=said.append)
+    assert wheel == tmp_path / "wheelhouse" / CPU_WHEEL
+    [argv] = pip_calls(log)
+    pinned = container.pinned_version("torch")
+    assert pinned == "2.13.0"
+    assert argv[:4] == ["-m", "pip", "download", f"torch=={pinned}"] and "--no-deps" in argv
+    assert argv[argv.index("--index-url") + 1] == container.TORCH_CPU_INDEX
+    assert argv[argv.index("--retries") + 1] == "0" and float(argv[argv.index("--timeout") + 1]) <= 30
+    # For the image, not for this machine: Linux wheels of the Dockerfile's Python.
+    assert argv[argv.index("--platform") + 1].startswith("manylinux_2_28_")
+    assert argv[argv.index("--python-version") + 1] == "3.11" and "--only-binary=:all:" in argv
+    assert "a CPU build (its version says +cpu)" in said[-1]
+    container.fill_wheelhouse(tmp_path / "wheelhouse", python=str(python), say=said.append)
+    assert len(pip_calls(log)) == 1, "a wheelhouse holding the wheel is not downloaded again"
+
+
+def test_the_wheelhouse_falls_back_to_the_default_index_where_pytorchs_does_not_answer(tmp_path: Path):
+    from workshop import container
+
+    python, log = fake_pip(tmp_path, cpu_index_answers=False)
+    said: list[str] = []
+    assert container.fill_wheelhouse(tmp_path / "wheelhouse", python=str(python), say=said.append).is_file()
+    first, second = pip_calls(log)
+    assert "--index-url" in first and "--index-url" not in second and "--timeout" not in second
+    assert any("no torch 2.13.0 wheel from PyTorch's CPU index" in line and "No matching distribution" in line
+               for line in said)
+
+
+def test_a_torch_wheel_is_told_a_cpu_build_by_its_name_or_size_and_a_cuda_one_refused(tmp_path: Path):
+    from workshop import container
+
+    cpu = tmp_path / CPU_WHEEL
+    cpu.write_bytes(b"w")
+    assert "its version says +cpu" in container.torch_build(cpu)
+    aarch64 = tmp_path / "torch-2.13.0-cp311-cp311-manylinux_2_28_aarch64.whl"
+    with aarch64.open("wb") as file:
+        file.truncate(200_000_000)  # sparse: the size of a CPU build, no disk used
+    assert "a CPU build, by its size" in container.torch_build(aarch64)
+    cuda = tmp_path / "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    with cuda.open("wb") as file:
+        file.truncate(900_000_000)
+    with pytest.raises(container.ContainerError, match=r"900 MB: a CUDA build.*--index-url https://download"):
+        container.torch_build(cuda)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(container.ContainerError, match=r"holds no wheel.*make wheelhouse"):
+        container.wheelhouse_image(empty)

@@ -2,12 +2,12 @@
 
 The wine image is built from a temporary context holding this session's trained model, run on
 127.0.0.1 the way Kubernetes runs it (read-only root filesystem, no capabilities), and smoke-tested as
-a client would: /ready, /predict, /metrics. Then what the image promises is checked from the outside:
-it runs as a non-root user, its size, its HEALTHCHECK, and that the CA bundle given as a build secret is
-in no layer. The locust image is built too and drives a short load test against the wine container.
-
-The llm image is not built here: its torch comes from PyTorch's package index, which this project's
-machines cannot reach (tests/test_dockerfile.py checks it statically).
+a client would: /ready, /predict, /metrics. The llm image is built from the project with the wheelhouse
+(torch's CPU wheel in build/wheelhouse, ``make wheelhouse``: no PyTorch index needed), run the same hardened
+way with the real SmolLM2-135M-Instruct mounted read-only at /models, offline, and asked for the capital of
+France. Then what each image promises is checked from the outside: it runs as the non-root user 10001, its
+size, its HEALTHCHECK, and that the CA bundle given as a build secret is in no layer. The locust image is
+built too and drives a short load test against the wine container.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import certifi
 import httpx
@@ -28,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.wine.config import Settings
 from app.wine.data import locate
+from tests.llm_fixtures import REAL_MODEL, real_models_dir  # noqa: F401  (fixture)
 from workshop import container
 
 # The engine fixture first: without an engine every test skips at once, before a model is trained for it.
@@ -38,6 +41,15 @@ BASE_IMAGE = "python:3.11-slim"
 # (onnxruntime, numpy, uvicorn) is most of the rest. A bound well above that catches a leaked build tool,
 # pip cache, the workshop extra (pandas, scikit-learn) or a data folder, which would each add 100 MB+.
 MAX_WINE_IMAGE_BYTES = 550_000_000
+# The measured llm image is ~1.24 GB: the base, CPU torch (~600 MB installed, its C++ tests and headers left out),
+# transformers (~130 MB), the service's venv. A CUDA torch would add GBs, the pruned torch files ~190 MB.
+MAX_LLM_IMAGE_BYTES = 1_350_000_000
+SERVICES = ("wine", "llm")
+MAX_IMAGE_BYTES = {"wine": MAX_WINE_IMAGE_BYTES, "llm": MAX_LLM_IMAGE_BYTES}
+# Where the service must not be able to write: the image's own files, and the models folder mounted read-only.
+READ_ONLY_FILES = {"wine": ("/srv/app/x", "/srv/model/x", "/opt/venv/x"),
+                   "llm": ("/srv/app/x", "/opt/venv/x", "/models/x")}
+CAPITAL_QUESTION = "What is the capital of France? Answer in one sentence."
 
 
 @pytest.fixture(scope="session")
@@ -57,24 +69,97 @@ def build_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return container.build_context(model_dir, tmp_path_factory.mktemp("image-context"))
 
 
-@pytest.fixture(scope="module")
-def wine_image(engine: container.Engine, build_dir: Path):
-    tag = f"wine-service:test-{uuid.uuid4().hex[:8]}"
-    build = container.build_image("wine", tag, build_dir, ca_bundle=_ca_bundle())
+def _built(engine: container.Engine, target: str, context: Path, **options):
+    """Build the Dockerfile's ``target`` under a fresh tag, yield the tag, remove the image afterwards."""
+    tag = f"{target}-service:test-{uuid.uuid4().hex[:8]}"
+    build = container.build_image(target, tag, context, ca_bundle=_ca_bundle(), **options)
     print(f"\nbuilt {tag} in {build.seconds:.1f}s with {engine.reason}")
     yield tag
     container.remove_image(tag)
 
 
-@pytest.fixture(scope="module")
-def wine_container(wine_image: str):
-    # A 1 s health interval, so the HEALTHCHECK's verdict comes within the test (the image says 30 s).
-    running = container.run_container(wine_image, extra_args=["--health-interval", "1s"])
+def _running(tag: str, extra_args: tuple[str, ...] = (), **options):
+    """Run ``tag`` hardened on 127.0.0.1 until ready, yield the container, and check it is gone afterwards."""
+    # A 1 s health interval, so the HEALTHCHECK's verdict comes within the test (the images say 30 s).
+    running = container.run_container(tag, extra_args=["--health-interval", "1s", *extra_args], **options)
     try:
         yield running
     finally:
         container.remove(running.id)
     assert not container.docker("ps", "--all", "--quiet", "--filter", f"id={running.id}").strip()
+
+
+@pytest.fixture(scope="module")
+def wine_image(engine: container.Engine, build_dir: Path):
+    yield from _built(engine, "wine", build_dir)
+
+
+@pytest.fixture(scope="module")
+def wine_container(wine_image: str):
+    yield from _running(wine_image)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """build/wheelhouse with torch's CPU wheel (downloaded once and kept, as ``make wheelhouse`` does)."""
+    try:
+        container.fill_wheelhouse(container.WHEELHOUSE_DIR)
+    except container.ContainerError as error:
+        pytest.skip(f"no CPU torch wheel for the llm image ({error}); make wheelhouse says why")
+    return container.WHEELHOUSE_DIR
+
+
+@pytest.fixture(scope="module")
+def llm_image(engine: container.Engine, wheelhouse: Path):
+    """The llm target built from the project, as the kubernetes target builds it: with the wheelhouse."""
+    yield from _built(engine, "llm", container.PROJECT_ROOT, wheelhouse=wheelhouse)
+
+
+@pytest.fixture(scope="module")
+def llm_models(real_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """A models folder holding the real float32 SmolLM2, readable by the image's user (uid 10001).
+
+    A copy: transformers' save_pretrained writes model.safetensors with mode 0600, so the folder made on this
+    machine (by root, here) is readable by its owner only, and the container's user would find no weights.
+    """
+    models = tmp_path_factory.mktemp("llm-models")
+    copy = shutil.copytree(real_models_dir / REAL_MODEL, models / REAL_MODEL)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    models.chmod(0o755)
+    return models
+
+
+@pytest.fixture(scope="module")
+def llm_container(llm_image: str, llm_models: Path):
+    """The chat service serving the real model, offline, from /models mounted read-only."""
+    yield from _running(
+        llm_image, env={"LLM_DEFAULT_MODEL": REAL_MODEL, "LLM_MODELS_DIR": "/models", "HF_HUB_OFFLINE": "1"},
+        extra_args=("--volume", f"{llm_models}:/models:ro"), timeout=180)
+
+
+class Image(NamedTuple):
+    service: str
+    tag: str
+
+
+class Running(NamedTuple):
+    service: str
+    tag: str
+    container: container.Container
+
+
+@pytest.fixture(params=SERVICES)
+def image(request: pytest.FixtureRequest) -> Image:
+    """Each service's image (wine, llm), built once per module."""
+    return Image(request.param, request.getfixturevalue(f"{request.param}_image"))
+
+
+@pytest.fixture(params=SERVICES)
+def running(request: pytest.FixtureRequest) -> Running:
+    """Each service's image running hardened and ready."""
+    return Running(request.param, request.getfixturevalue(f"{request.param}_image"),
+                   request.getfixturevalue(f"{request.param}_container"))
 
 
 @pytest.fixture(scope="module")
@@ -115,41 +200,89 @@ def test_metrics_expose_the_wine_metrics(wine_container: container.Container, mo
     assert [s.labels["version"] for s in info if s.value == 1] == [model_card["version"]]
 
 
-def test_healthcheck_marks_the_container_healthy(wine_container: container.Container):
+def test_healthcheck_marks_the_container_healthy(running: Running):
     deadline, status = time.monotonic() + 30, ""
     while time.monotonic() < deadline:
-        status = container.docker("inspect", "--format", "{{.State.Health.Status}}", wine_container.id).strip()
+        status = container.docker("inspect", "--format", "{{.State.Health.Status}}", running.container.id).strip()
         if status == "healthy":
             return
         time.sleep(0.5)
-    pytest.fail(f"HEALTHCHECK status {status!r} after 30s; log:\n{container.logs(wine_container.id)}")
+    pytest.fail(f"HEALTHCHECK status {status!r} after 30s; log:\n{container.logs(running.container.id)}")
+
+
+def _completion(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/completion", timeout=120,
+                      json={"messages": [{"role": "user", "content": CAPITAL_QUESTION}], "max_new_tokens": 24})
+
+
+def test_llm_serves_the_real_model_offline_and_knows_the_capital_of_france(llm_container: container.Container):
+    status = httpx.get(f"{llm_container.url}/ready", timeout=5)
+    assert status.status_code == 200, status.text
+    response = _completion(llm_container.url)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    print(f"\n{CAPITAL_QUESTION} -> {body['message']['content']!r} in {body['generation_seconds']:.2f}s")
+    assert body["model"] == REAL_MODEL
+    assert "Paris" in body["message"]["content"]
+    assert 0 < body["usage"]["completion_tokens"] <= 24
+
+
+def _llm_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def test_llm_metrics_count_the_completion(llm_container: container.Container):
+    success = ("llm_completions_total", (("outcome", "success"),))
+    before = _llm_samples(llm_container.url)
+    assert _completion(llm_container.url).status_code == 200
+    after = _llm_samples(llm_container.url)
+    assert after[success] == before[success] + 1
+    assert after[("llm_completion_tokens_total", ())] > before[("llm_completion_tokens_total", ())]
+    serving = [labels for (name, labels), value in after.items() if name == "llm_model_info" and value == 1]
+    assert [dict(labels)["model_id"] for labels in serving] == [REAL_MODEL]
+
+
+def test_llm_image_has_cpu_torch_gguf_and_the_init_containers_model_fetcher(llm_container: container.Container):
+    """The k8s init container runs ``python -m app.llm.fetch_model`` in this image; it converts GGUF with gguf."""
+    versions = container.exec_in(llm_container.id, [
+        "python", "-c", "import gguf, importlib.metadata as m, torch; "
+        "print(torch.__version__, torch.version.cuda, m.version('gguf'))"]).split()
+    print(f"\ntorch {versions[0]} (CUDA {versions[1]}), gguf {versions[2]}")
+    assert versions[1] == "None", f"torch {versions[0]} is a CUDA build"
+    container.exec_in(llm_container.id, ["test", "-f", "/srv/app/llm/fetch_model.py"])
+    usage = container.exec_in(llm_container.id, ["python", "-m", "app.llm.fetch_model", "--help"])
+    assert "--models-dir" in usage
 
 
 # ----------------------------------------------------------------------------------------------- the image
 
 
-def test_runs_as_a_non_root_user(wine_image: str, wine_container: container.Container):
-    user = container.image_user(wine_image)
+def test_runs_as_a_non_root_user(running: Running):
+    user = container.image_user(running.tag)
     assert user, "no USER in the image: it runs as root"
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0), user
-    assert container.exec_in(wine_container.id, ["id", "-u"]).strip() == uid
-    assert container.exec_in(wine_container.id, ["id", "-u"]).strip() != "0"
+    assert user == "10001:10001", "the uid k8s' runAsUser and the manifests' fsGroup name"
+    assert container.exec_in(running.container.id, ["id", "-u"]).strip() == uid
+    assert container.exec_in(running.container.id, ["id", "-u"]).strip() != "0"
 
 
-def test_root_filesystem_is_not_writable_by_the_service(wine_container: container.Container):
+def test_root_filesystem_is_not_writable_by_the_service(running: Running):
     """The container runs --read-only; and the image's files belong to root, so even without it they are safe."""
-    for path in ("/srv/app/x", "/srv/model/x", "/opt/venv/x"):
+    for path in READ_ONLY_FILES[running.service]:
         with pytest.raises(container.ContainerError, match=r"Read-only file system|Permission denied"):
-            container.exec_in(wine_container.id, ["python", "-c", f"open('{path}', 'w')"])
-    container.exec_in(wine_container.id, ["python", "-c", "open('/tmp/x', 'w').write('ok')"])  # the tmpfs
+            container.exec_in(running.container.id, ["python", "-c", f"open('{path}', 'w')"])
+    container.exec_in(running.container.id, ["python", "-c", "open('/tmp/x', 'w').write('ok')"])  # the tmpfs
 
 
-def test_image_size_is_reported_and_sane(wine_image: str):
-    size = container.image_size(wine_image)
+def test_image_size_is_reported_and_sane(image: Image):
+    size = container.image_size(image.tag)
     base = container.image_size(BASE_IMAGE)
-    print(f"\n{wine_image}: {container.human_size(size)} ({container.human_size(size - base)} above {BASE_IMAGE})")
-    assert 0 < size < MAX_WINE_IMAGE_BYTES
+    print(f"\n{image.tag}: {container.human_size(size)} ({container.human_size(size - base)} above {BASE_IMAGE})")
+    assert 0 < size < MAX_IMAGE_BYTES[image.service]
 
 
 def _certificates(text: str) -> set[str]:
@@ -158,9 +291,9 @@ def _certificates(text: str) -> set[str]:
     return {re.sub(r"\s", "", block) for block in blocks}
 
 
-def test_the_ca_secret_is_in_no_layer(wine_image: str, tmp_path: Path):
+def test_the_ca_secret_is_in_no_layer(image: Image, tmp_path: Path):
     """No file added by the Dockerfile holds the bundle, nor a certificate that only the host's bundle has."""
-    assert container.docker("run", "--rm", wine_image, "python", "-c",
+    assert container.docker("run", "--rm", image.tag, "python", "-c",
                             "import os; print(os.path.exists('/run/secrets/ca'))").strip() == "False"
     bundle = _ca_bundle()
     if bundle is None:
@@ -174,14 +307,14 @@ def test_the_ca_secret_is_in_no_layer(wine_image: str, tmp_path: Path):
     bundle_sha = hashlib.sha256(bundle.read_bytes()).hexdigest()
 
     archive = tmp_path / "image.tar"
-    container.docker("save", "--output", str(archive), wine_image, timeout=300)
+    container.docker("save", "--output", str(archive), image.tag, timeout=600)
     base_layers = len(json.loads(container.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}",
                                                   BASE_IMAGE)))
     found, scanned = [], 0
-    with tarfile.open(archive) as image:
-        manifest = json.load(image.extractfile("manifest.json"))[0]
+    with tarfile.open(archive) as saved:
+        manifest = json.load(saved.extractfile("manifest.json"))[0]
         for layer_name in manifest["Layers"][base_layers:]:  # the layers this Dockerfile added
-            with tarfile.open(fileobj=image.extractfile(layer_name)) as layer:
+            with tarfile.open(fileobj=saved.extractfile(layer_name)) as layer:
                 for member in layer:
                     if not member.isfile():
                         continue
@@ -193,7 +326,7 @@ def test_the_ca_secret_is_in_no_layer(wine_image: str, tmp_path: Path):
           f"and {len(markers)} host-only certificate(s)")
     assert scanned > 1000, "the image's own layers were not found in the saved archive"
     assert not found, f"the CA bundle (or its private certificates) is in the image: {found}"
-    history = container.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", wine_image)
+    history = container.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image.tag)
     assert "BEGIN CERTIFICATE" not in history and "/etc/ssl/certs" not in history
 
 

@@ -673,18 +673,58 @@ def test_deploy_wine_builds_the_learners_model_into_a_versioned_image_then_loads
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "wine-service:ridge-1a2b3c"
 
 
-def test_the_llm_and_locust_images_are_built_only_when_docker_lacks_them(emulator, make_target, fake_docker):
+CPU_TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> Path:
+    """A wheelhouse already holding (a stand-in for) torch's CPU wheel: no download in these tests."""
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    (folder / CPU_TORCH_WHEEL).write_bytes(b"wheel")
+    return folder
+
+
+def test_the_llm_and_locust_images_are_built_only_when_docker_lacks_them(emulator, make_target, fake_docker,
+                                                                           wheelhouse):
     log = fake_docker(images_present=False)
-    target = make_target(build_images=True)
+    target = make_target(build_images=True, wheelhouse=wheelhouse)
     target.deploy_llm(wait_ready=False)
     builds = [argv for argv in calls(log) if argv[:2] == ["docker", "build"]]
     assert [(b[b.index("--target") + 1], b[b.index("-t") + 1], b[-1]) for b in builds] == [
         ("llm", "ml-serving-workshop/llm-service:latest", str(PROJECT_ROOT))]
+    # Docker 27 (the fake's version) takes named contexts: the wheelhouse replaces the Dockerfile's stage.
+    assert builds[0][builds[0].index("--build-context") + 1] == f"wheelhouse={wheelhouse}"
     log.unlink()
     fake_docker(images_present=True)
     target.deploy_llm(wait_ready=False)
     assert ["docker", "image", "ls", "--quiet", "ml-serving-workshop/llm-service:latest"] in calls(log)
     assert not [argv for argv in calls(log) if argv[:2] == ["docker", "build"]], "present: no rebuild"
+
+
+def test_on_docker_20_10_the_llm_build_mounts_the_wheelhouse_as_an_image_of_its_wheels(
+        emulator, make_target, fake_docker, wheelhouse, monkeypatch, capsys):
+    """Docker 20.10's BuildKit knows no named contexts: the wheels go into an image (FROM scratch), built once
+    and named by the WHEELHOUSE_IMAGE build argument; the progress says which torch build the wheelhouse holds."""
+    log = fake_docker(images_present=False)
+    monkeypatch.setattr(container, "_server_version", lambda binary: (20, 10))
+    make_target(build_images=True, wheelhouse=wheelhouse, progress=True).deploy_llm(wait_ready=False)
+    builds = [argv for argv in calls(log) if argv[:2] == ["docker", "build"]]
+    assert len(builds) == 2 and all("--build-context" not in argv for argv in builds)
+    wheels, llm = builds
+    assert wheels[-1] == str(wheelhouse) and "--target" not in wheels
+    tag = wheels[wheels.index("-t") + 1]
+    assert tag.startswith("ml-serving-workshop/wheelhouse:")
+    assert llm[llm.index("--target") + 1] == "llm" and f"WHEELHOUSE_IMAGE={tag}" in llm
+    assert f"{CPU_TORCH_WHEEL} (5 B): a CPU build (its version says +cpu)" in capsys.readouterr().out
+
+
+def test_without_a_wheelhouse_the_llm_build_takes_torch_from_the_dockerfiles_index(emulator, make_target,
+                                                                                  fake_docker):
+    log = fake_docker(images_present=False)
+    make_target(build_images=True, wheelhouse=None).deploy_llm(wait_ready=False)
+    [build] = [argv for argv in calls(log) if argv[:2] == ["docker", "build"]]
+    assert "--build-context" not in build and not any(a.startswith("WHEELHOUSE_IMAGE=") for a in build)
 
 
 def test_a_failing_build_raises_the_builds_error_before_anything_is_applied(emulator, make_target, fake_docker,

@@ -13,13 +13,17 @@ picks a ``docker`` that can build with BuildKit when several are installed.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -43,6 +47,15 @@ HARDENED_RUN_FLAGS = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--
 # Proxy settings Docker passes to RUN steps as predefined build arguments, kept out of the image history.
 PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 SINGLE_STAGE_DOCKERFILE = "Dockerfile.single-stage"  # notebook 03 builds it, for comparison only
+# The llm build's wheelhouse (the Dockerfile's stage ``wheelhouse``): torch's CPU wheel, filled by fill_wheelhouse.
+WHEELHOUSE_DIR = PROJECT_ROOT / "build" / "wheelhouse"
+WHEELHOUSE_STAGE = "wheelhouse"
+WHEELHOUSE_REPOSITORY = "ml-serving-workshop/wheelhouse"  # the image of wheels, for BuildKits without named contexts
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+INDEX_TIMEOUT_S = 15  # pip's socket timeout for PyTorch's index: where it does not answer, the default index is next
+# torch's CPU wheel for Linux weighs ~200 MB; PyPI's CUDA one ~900 MB (and pulls GBs of nvidia-* wheels).
+MAX_CPU_TORCH_WHEEL_BYTES = 500_000_000
+NAMED_CONTEXTS_SINCE = (23, 0)  # Docker 23 ships BuildKit 0.11, whose built-in Dockerfile frontend takes them
 
 
 class ContainerError(RuntimeError):
@@ -237,6 +250,8 @@ def build_image(
     build_args: Mapping[str, str] | None = None,
     network: str | None = None,
     dockerfile: str | None = None,
+    contexts: Mapping[str, Path | str] | None = None,
+    wheelhouse: Path | None = None,
     timeout: float = 1800,
 ) -> Build:
     """``docker build --target TARGET -t TAG CONTEXT``, with ``ca_bundle`` as the ``ca`` build secret.
@@ -244,11 +259,30 @@ def build_image(
     ``dockerfile`` names another recipe in the context than ``Dockerfile`` (``docker build -f``), e.g.
     :data:`SINGLE_STAGE_DOCKERFILE`.
 
+    ``contexts`` are BuildKit named build contexts (``--build-context NAME=PATH``: Docker 23 and later).
+    ``wheelhouse`` is a folder of wheels for the Dockerfile's ``wheelhouse`` stage (the llm build installs
+    from it first, and needs no PyTorch index when it holds torch): a named context where the engine takes
+    them, else an image of the wheels (:func:`wheelhouse_image`) named by the ``WHEELHOUSE_IMAGE`` build
+    argument, which every BuildKit can mount.
+
     Proxy variables set in this environment are passed as build arguments (Docker keeps those out of the
     image's history); ``network`` is ``docker build --network`` (``host`` where the bridge has no route out).
     """
     require_engine()
     args = ["build", "--progress=plain", "--target", target, "-t", tag]
+    named = {name: Path(path) for name, path in (contexts or {}).items()}
+    wheelhouse_arg: dict[str, str] = {}
+    if wheelhouse is not None:
+        if named_contexts_supported():
+            named[WHEELHOUSE_STAGE] = _wheels_in(wheelhouse)
+        else:
+            wheelhouse_arg["WHEELHOUSE_IMAGE"] = wheelhouse_image(wheelhouse, timeout=timeout)
+    if named and not named_contexts_supported():
+        raise ContainerError(
+            f"named build contexts ({', '.join(named)}) need Docker 23 or later (BuildKit 0.11) on both the client "
+            f"(with buildx) and the engine; here: {docker_versions()}. For the wheelhouse pass wheelhouse= instead.")
+    for name, path in named.items():
+        args += ["--build-context", f"{name}={path.resolve()}"]
     if dockerfile is not None:
         args += ["-f", str(Path(context) / dockerfile)]
     if ca_bundle is not None:
@@ -256,7 +290,7 @@ def build_image(
             raise ContainerError(f"CA bundle {ca_bundle} not found: pass an existing PEM file or ca_bundle=None")
         args += ["--secret", f"id=ca,src={ca_bundle}"]
     proxies = {name: os.environ[name] for name in PROXY_BUILD_ARGS if os.environ.get(name)}
-    for key, value in {**proxies, **(build_args or {})}.items():
+    for key, value in {**proxies, **wheelhouse_arg, **(build_args or {})}.items():
         args += ["--build-arg", f"{key}={value}"]
     if network:
         args += ["--network", network]
@@ -270,6 +304,162 @@ def build_image(
             hint = "\nThe model is missing from the build context: python -m app.wine.train --output artifacts/wine"
         raise ContainerError(f"docker build --target {target} failed (exit {result.returncode}):\n{tail}{hint}")
     return Build(tag, time.monotonic() - started, log)
+
+
+# ----------------------------------------------------------------------------------------------- the wheelhouse
+
+
+def docker_versions() -> str:
+    """``client X, engine Y``: what decides whether named build contexts work."""
+    binary, _ = docker_cli()
+    server = _server_version(binary) if binary else None
+    client = _cli_version(binary) if binary else None
+    return (f"client {'.'.join(map(str, client)) if client else 'unknown'}, "
+            f"engine {'.'.join(map(str, server)) if server else 'unknown'}")
+
+
+def _server_version(binary: str) -> tuple[int, ...] | None:
+    try:
+        result = subprocess.run(
+            [binary, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"(\d+)\.(\d+)", result.stdout.strip())
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def named_contexts_supported() -> bool:
+    """Whether ``docker build --build-context`` works here: a buildx client and an engine of Docker 23 or later.
+
+    Docker 20.10 (Debian bookworm's) has neither the flag nor a Dockerfile frontend that reads named contexts,
+    and the frontend image that would (``# syntax=``) cannot be pulled offline.
+    """
+    binary, buildkit = docker_cli()
+    if binary is None or not buildkit:
+        return False
+    client, server = _cli_version(binary), _server_version(binary)
+    return bool(client and server and client >= NAMED_CONTEXTS_SINCE and server >= NAMED_CONTEXTS_SINCE)
+
+
+def _wheels_in(wheelhouse: Path) -> Path:
+    if not wheelhouse.is_dir():
+        raise ContainerError(f"wheelhouse {wheelhouse} is not a folder: fill it with `make wheelhouse` "
+                             "(python -m workshop.container wheelhouse) or pip download WHEELS -d FOLDER")
+    if not any(wheelhouse.glob("*.whl")):
+        raise ContainerError(f"wheelhouse {wheelhouse} holds no wheel (*.whl): fill it with `make wheelhouse`")
+    return wheelhouse
+
+
+def wheelhouse_image(wheelhouse: Path, timeout: float = 600) -> str:
+    """An image holding the wheels of ``wheelhouse`` at ``/`` (``FROM scratch``), for ``WHEELHOUSE_IMAGE``.
+
+    Tagged by the wheels' names and sizes and built only when Docker lacks that tag, so the llm build's
+    install step finds the same image again and stays cached. ``docker image rm`` it to free its space.
+    """
+    wheels = sorted(_wheels_in(wheelhouse).glob("*.whl"))
+    digest = hashlib.sha256("\n".join(f"{w.name} {w.stat().st_size}" for w in wheels).encode()).hexdigest()
+    tag = f"{WHEELHOUSE_REPOSITORY}:{digest[:12]}"
+    if image_exists(tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="wheelhouse-") as folder:
+        recipe = Path(folder) / "Dockerfile"
+        recipe.write_text("FROM scratch\nCOPY *.whl /\n")
+        result = _run(["build", "--progress=plain", "-t", tag, "-f", str(recipe), str(wheelhouse)], timeout)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise ContainerError(f"building the wheelhouse image {tag} from {wheelhouse} failed "
+                             f"(exit {result.returncode}):\n{tail}")
+    return tag
+
+
+def pinned_version(package: str, constraints: Path = PROJECT_ROOT / "constraints.txt") -> str:
+    """The version ``constraints.txt`` pins ``package`` to (``torch==2.13.0`` -> ``2.13.0``)."""
+    for line in constraints.read_text().splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep and re.sub(r"[-_.]+", "-", name.strip().lower()) == package:
+            return version.strip()
+    raise ContainerError(f"{constraints} pins no {package}==VERSION")
+
+
+def torch_wheel(wheelhouse: Path, version: str | None = None) -> Path | None:
+    """The torch wheel in ``wheelhouse`` (of ``version``, a local build such as ``+cpu`` included), if any."""
+    pattern = f"torch-{version}[-+]*.whl" if version else "torch-*.whl"
+    found = sorted(wheelhouse.glob(pattern)) if wheelhouse.is_dir() else []
+    return found[-1] if found else None
+
+
+def torch_build(wheel: Path) -> str:
+    """Which build a torch wheel is, said the way the progress output says it; a CUDA build raises.
+
+    A CPU build's name carries the local version ``+cpu`` (PyTorch's CPU index, these machines' local
+    copy); a wheel without it is taken for a CPU build by its size (~200 MB, where a CUDA one weighs GBs).
+    """
+    size = wheel.stat().st_size
+    if "+cpu" in wheel.name:
+        return f"{wheel.name} ({human_size(size)}): a CPU build (its version says +cpu)"
+    if size <= MAX_CPU_TORCH_WHEEL_BYTES:
+        return f"{wheel.name} ({human_size(size)}): a CPU build, by its size (a CUDA build weighs GBs)"
+    raise ContainerError(
+        f"{wheel} is {human_size(size)}: a CUDA build of torch, which the CPU image does not want. Delete it and "
+        f"fill the wheelhouse from PyTorch's CPU index: pip download torch==VERSION --no-deps "
+        f"--index-url {TORCH_CPU_INDEX} -d {wheel.parent}")
+
+
+def _image_platform_args() -> list[str]:
+    """pip download for the image, not for this machine: Linux, the Dockerfile's Python, this CPU's architecture."""
+    match = re.search(r"python:(\d+)\.(\d+)", dockerfile_base_image())
+    major, minor = (match[1], match[2]) if match else map(str, sys.version_info[:2])
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    return ["--platform", f"manylinux_2_28_{arch}", "--python-version", f"{major}.{minor}", "--implementation", "cp",
+            "--abi", f"cp{major}{minor}", "--only-binary=:all:"]
+
+
+def fill_wheelhouse(
+    wheelhouse: Path = WHEELHOUSE_DIR,
+    *,
+    version: str | None = None,
+    index_url: str | None = TORCH_CPU_INDEX,
+    index_timeout_s: float = INDEX_TIMEOUT_S,
+    say: Callable[[str], None] = print,
+    python: str = sys.executable,
+) -> Path:
+    """torch's CPU wheel (the version ``constraints.txt`` pins) in ``wheelhouse``, downloaded once; its path.
+
+    ``pip download torch==VERSION --no-deps`` from PyTorch's CPU index (``index_url``) first, with a short
+    timeout; where that index does not answer (or ``index_url`` is None), from pip's default index, which on
+    the workshop's machines has the CPU build too. The wheel must be a CPU build (:func:`torch_build`);
+    ``say`` gets which one it is. ``python`` is the interpreter whose pip downloads.
+    """
+    version = version or pinned_version("torch")
+    found = torch_wheel(wheelhouse, version)
+    if found is None:
+        wheelhouse.mkdir(parents=True, exist_ok=True)
+        command = [python, "-m", "pip", "download", f"torch=={version}", "--no-deps", "--dest",
+                   str(wheelhouse), "--progress-bar", "off", *_image_platform_args()]
+        attempts = [("the default index", [])]
+        if index_url:
+            attempts.insert(0, (f"PyTorch's CPU index ({index_url})",
+                                ["--index-url", index_url, "--timeout", f"{index_timeout_s:g}", "--retries", "0"]))
+        failures = []
+        for where, options in attempts:
+            say(f"wheelhouse: pip download torch=={version} --no-deps from {where} into {wheelhouse}")
+            try:
+                result = subprocess.run([*command, *options], capture_output=True, text=True, timeout=1800)
+                output = (result.stdout + result.stderr).strip()
+            except subprocess.TimeoutExpired:
+                result, output = None, "no wheel within 30 minutes"
+            found = torch_wheel(wheelhouse, version)
+            if result is not None and result.returncode == 0 and found is not None:
+                break
+            last = output.splitlines()[-1] if output else "no output"
+            failures.append(f"{where}: {last}")
+            say(f"wheelhouse: no torch {version} wheel from {where} ({last})")
+        else:
+            raise ContainerError(f"no torch {version} wheel could be downloaded into {wheelhouse}:\n"
+                                 + "\n".join(failures))
+    say(f"wheelhouse: {torch_build(found)}, in {wheelhouse}")
+    return found
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -460,3 +650,24 @@ def temporary_context(model_dir: Path) -> tempfile.TemporaryDirectory[str]:
     holder = tempfile.TemporaryDirectory(prefix="wine-build-")
     build_context(model_dir, Path(holder.name))
     return holder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m workshop.container wheelhouse [--dest DIR]`` (``make wheelhouse``): torch's CPU wheel."""
+    parser = argparse.ArgumentParser(prog="python -m workshop.container", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fill = commands.add_parser("wheelhouse", help="download torch's CPU wheel (the pinned version) into a folder")
+    fill.add_argument("--dest", type=Path, default=WHEELHOUSE_DIR, help=f"default: {WHEELHOUSE_DIR}")
+    fill.add_argument("--index-url", default=TORCH_CPU_INDEX,
+                      help="the index tried first (empty: only pip's default index)")
+    args = parser.parse_args(argv)
+    try:
+        fill_wheelhouse(args.dest, index_url=args.index_url or None)
+    except ContainerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,6 +142,8 @@ class KubernetesTarget:
     wine_image: str = WINE_IMAGE
     load_image: bool = True
     build_images: bool = True  # build each image with Docker before deploying it (see deploy_wine)
+    # torch's CPU wheel for the llm image, downloaded there once (docker.fill_wheelhouse); None: the Dockerfile's index
+    wheelhouse: Path | None = field(default_factory=lambda: docker.WHEELHOUSE_DIR)
     progress: bool = True
     poll_interval: float = 1.0  # seconds between reads of a rollout's state
     cluster: Cluster | None = None
@@ -363,11 +365,27 @@ class KubernetesTarget:
         return tag
 
     def _build(self, stage: str, tag: str, context: Path) -> None:
+        wheelhouse = self._llm_wheelhouse() if stage == "llm" else None
         if self.progress:
             print(f"building {tag} (the Dockerfile's stage {stage}; a first build takes minutes)", flush=True)
-        build = docker.build_image(stage, tag, context, ca_bundle=docker.default_ca_bundle())
+        build = docker.build_image(stage, tag, context, ca_bundle=docker.default_ca_bundle(), wheelhouse=wheelhouse)
         if self.progress:
             print(f"built {tag} in {build.seconds:.0f} s", flush=True)
+
+    def _llm_wheelhouse(self) -> Path | None:
+        """The wheelhouse with torch's CPU wheel (~200 MB), so that pip takes no multi-GB CUDA build from PyPI.
+
+        Where no wheel can be had, the build takes torch from the Dockerfile's TORCH_INDEX_URL, as it says.
+        """
+        if self.wheelhouse is None:
+            return None
+        say = (lambda line: print(line, flush=True)) if self.progress else (lambda line: None)
+        try:
+            docker.fill_wheelhouse(self.wheelhouse, say=say)
+        except docker.ContainerError as error:
+            say(f"building without a wheelhouse (torch from the Dockerfile's TORCH_INDEX_URL): {error}")
+            return None
+        return self.wheelhouse
 
     def _ensure_image(self, stage: str, tag: str) -> None:
         """Build the Dockerfile's ``stage`` from the project as ``tag`` when Docker has no such image yet."""
