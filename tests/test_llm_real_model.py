@@ -128,6 +128,8 @@ def test_each_folder_has_a_model_card_naming_its_source(real_models_dir: Path) -
         assert "Apache" in (folder / "LICENSE").read_text()
         assert json.loads((folder / "config.json").read_text())["dtype"] == variant.dtype
         assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+        # readable by any user: the service's container runs as uid 10001, whoever made the folder
+        assert all(path.stat().st_mode & 0o444 == 0o444 for path in folder.iterdir())
     sizes = {v.dtype: (real_models_dir / v.name / "model.safetensors").stat().st_size for v in VARIANTS}
     assert sizes["bfloat16"] * 2 == pytest.approx(sizes["float32"], rel=0.01)
 

@@ -233,9 +233,17 @@ def _save(model: Any, tokenizer: Any, folder: Path, variant: Variant, licence: b
         "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (partial / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    _readable_by_all(partial)  # safetensors writes its file 0600: a service running as another user could not read it
     if folder.exists():
         shutil.rmtree(folder)  # an incomplete or older conversion
     partial.rename(folder)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Weights are not secrets: a folder made by one user (root, a CI runner) serves a container's user too."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
 
 
 def _version_of(module: Any) -> str:
