@@ -11,6 +11,7 @@
 #                   into build/llm-models/ (notebook 07 and the tests serve it)
 #   make bench-llm-model  the real model in the service: load, memory, time to first token, tokens/s
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
+#   make bench-llm-throughput  the LLM service at 1/4/8 clients beside transformers serve (with and without continuous batching)
 #   make wheelhouse torch's CPU wheel in build/wheelhouse, for building the llm image without PyTorch's index
 #   make hunt       run the timing-, process- and randomness-exposed tests RUNS=20 times (one with all cores busy)
 
@@ -28,7 +29,7 @@ RUNS ?= 20
 BUSY_RUN ?= $(RUNS)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm bench-llm-model model llm-model wheelhouse generate refresh-notebooks constraints clean distclean
+.PHONY: help install system-deps docker-engine workshop test test-cluster hunt lint lab bench bench-llm bench-llm-model bench-llm-throughput model llm-model wheelhouse generate refresh-notebooks constraints clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -100,6 +101,11 @@ bench-llm-model: $(STAMP) llm-model
 # The LLM service: time from POST /model to RUNNING over repeated swaps (tiny models; the default one when reachable).
 bench-llm: $(STAMP)
 	$(BIN)/python -m benchmarks.llm_swap --swaps 20
+
+# The real model under 1, 4 and 8 concurrent clients: the service, transformers serve without and with
+# --continuous-batching, and the in-process ceilings: tokens/s, p50/p95 latency, time to first token, ratios.
+bench-llm-throughput: $(STAMP) llm-model
+	$(BIN)/python -m benchmarks.llm_throughput
 
 # Dashboards and alert rules are generated from workshop/observability/; tests fail when they are stale.
 generate: $(STAMP)

@@ -107,7 +107,7 @@ def test_a_seed_pins_a_sampled_completion(llm_client: TestClient) -> None:
 
 
 def test_a_seed_pins_the_completion_while_other_requests_sample(make_llm_client) -> None:
-    client = make_llm_client(max_concurrency=4)
+    client = make_llm_client(max_batch_size=4)
     alone = client.post("/completion", json={**SAMPLED, "seed": 99}).json()["message"]
     # Two seeded requests at once, beside two unseeded ones that draw from generators of their own.
     bodies = [{**SAMPLED, "seed": 99}, {**SAMPLED, "seed": 99}, SAMPLED, {**SAMPLED, "max_new_tokens": 32}]
@@ -476,14 +476,14 @@ def test_beyond_the_queue_limit_requests_get_a_prompt_429(make_llm_client, monke
 
     # Generations that run until the test lets them go: the two admitted requests are certainly still
     # running and waiting when the third arrives, however fast or slow this machine is.
-    release, real_generate = threading.Event(), generation.generate
+    release, real_forward = threading.Event(), generation._forward
 
-    def held_generate(*args, **kwargs):
+    def held_forward(*args, **kwargs):
         assert release.wait(60), "the test never released the generations"
-        return real_generate(*args, **kwargs)
+        return real_forward(*args, **kwargs)
 
-    client = make_llm_client(max_concurrency=1, max_queue=1)
-    monkeypatch.setattr(generation, "generate", held_generate)
+    client = make_llm_client(max_batch_size=1, max_queue=1)
+    monkeypatch.setattr(generation, "_forward", held_forward)
     request = {"messages": user(), "max_new_tokens": 4}
     results: list[int] = []
     threads = [threading.Thread(target=lambda: results.append(client.post("/completion", json=request).status_code))

@@ -313,7 +313,8 @@ def test_thread_counts_equal_the_cpu_limit(container: Manifest) -> None:
         assert env[variable] == {
             "resourceFieldRef": {"containerName": container["name"], "resource": "limits.cpu", "divisor": "1"}
         }, variable
-    assert env["LLM_MAX_CONCURRENCY"] == "1", "generations share the CPUs: one at a time uses them all"
+    assert "LLM_MAX_CONCURRENCY" not in env, "its new name is LLM_MAX_BATCH_SIZE"
+    assert int(env["LLM_MAX_BATCH_SIZE"]) > 1, "generations share the CPUs best in one batch"
 
 
 def test_the_environment_is_a_valid_production_configuration(container: Manifest,

@@ -384,19 +384,19 @@ def held_generations(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Even
     """Generations that wait until the test sets the event (then run as usual)."""
     from app.llm import generation
 
-    release, real_generate = threading.Event(), generation.generate
+    release, real_forward = threading.Event(), generation._forward
 
-    def held_generate(*args, **kwargs):
+    def held_forward(*args, **kwargs):
         assert release.wait(60), "the test never released the generations"
-        return real_generate(*args, **kwargs)
+        return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate", held_generate)
+    monkeypatch.setattr(generation, "_forward", held_forward)
     yield release
     release.set()
 
 
 def test_beyond_the_queue_limit_the_client_gets_a_rate_limit_error(make_llm_client, held_generations) -> None:
-    client = make_llm_client(max_concurrency=1, max_queue=1)
+    client = make_llm_client(max_batch_size=1, max_queue=1)
     oa = openai_client(client)
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(chat(oa, max_tokens=2).choices[0].finish_reason))
@@ -427,12 +427,11 @@ def test_beyond_the_queue_limit_the_client_gets_a_rate_limit_error(make_llm_clie
 def test_a_failing_generation_is_a_server_error_plain_and_streamed(llm_client: TestClient, oa,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from app.llm import generation
-    from app.llm.errors import GenerationError
 
     def failing(*args, **kwargs):
-        raise GenerationError("the model 'tiny-a' failed to generate: RuntimeError")
+        raise RuntimeError("the forward pass broke")
 
-    monkeypatch.setattr(generation, "generate", failing)
+    monkeypatch.setattr(generation, "_forward", failing)
     with pytest.raises(openai.InternalServerError) as failed:
         chat(oa, max_tokens=2)
     assert (failed.value.status_code, failed.value.code) == (500, "generation_error")

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -60,51 +57,18 @@ def test_everything_else_is_refused(models_dir: Path, model_id: str) -> None:
 # The generation gate ----------------------------------------------------------------------------------
 
 
-def test_the_gate_admits_concurrency_plus_queue_then_refuses_at_once() -> None:
+def test_the_gate_admits_batch_plus_queue_then_refuses_at_once() -> None:
     depths: list[int] = []
-    generator = Generator(max_concurrency=1, max_queue=2, retry_after_s=3, on_depth=depths.append)
-    release = threading.Event()
-
-    def blocked() -> str:
-        assert release.wait(10)
-        return "done"
-
-    async def scenario() -> list[str]:
-        futures = [asyncio.wrap_future(generator._submit(blocked)) for _ in range(3)]
-        assert generator.depth == 3
-        # Refused while all three are still held: the refusal cannot have waited for any of them.
-        with pytest.raises(OverloadedError) as refused:
-            generator._submit(blocked)
-        assert not release.is_set() and generator.depth == 3
-        assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "3"}
-        release.set()
-        return await asyncio.gather(*futures)
-
-    assert asyncio.run(scenario()) == ["done"] * 3
-    deadline = time.monotonic() + 5
-    while generator.depth and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert generator.depth == 0 and depths[:3] == [1, 2, 3] and depths[-1] == 0
-    generator.shutdown()
-
-
-def test_every_generation_is_counted_once_before_the_depth_drops() -> None:
-    """Completed generations reach on_completion, ones that never ran on_abandoned; either comes first."""
-    seen: list[str] = []
-    generator = Generator(max_concurrency=1, max_queue=1, on_depth=lambda depth: seen.append(f"depth {depth}"),
-                          on_completion=lambda result: seen.append(f"completed {result}"),
-                          on_abandoned=lambda: seen.append("abandoned"))
-    release = threading.Event()
-    running = generator._submit(lambda: release.wait(10) and "first")
-    waiting = generator._submit(lambda: "never")
-    assert waiting.cancel(), "the second waits for the only thread"
-    release.set()
-    assert running.result(10) == "first"
-    generator.shutdown()
-    deadline = time.monotonic() + 60
-    while generator.depth and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert seen == ["depth 1", "depth 2", "abandoned", "depth 1", "completed first", "depth 0"]
+    generator = Generator(max_batch_size=1, max_queue=2, retry_after_s=3, on_depth=depths.append)
+    for _ in range(3):
+        generator._admit()
+    with pytest.raises(OverloadedError) as refused:
+        generator._admit()
+    assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "3"}
+    assert "LLM_MAX_BATCH_SIZE=1" in str(refused.value) and "LLM_MAX_QUEUE=2" in str(refused.value)
+    for _ in range(3):
+        generator._release()
+    assert generator.depth == 0 and depths == [1, 2, 3, 2, 1, 0]
 
 
 def _sampling_processors(temperature: float, top_p: float = 1.0, **model_config: object) -> list[str]:
@@ -153,23 +117,18 @@ def test_the_seeded_sampler_draws_the_same_token_for_the_same_seed_and_only_fini
     assert counts[3] > counts[1] > counts[0] > 0, counts  # softmax order: e^2 > e^1 > e^0
 
 
-def test_the_gate_survives_a_restart() -> None:
-    generator = Generator(max_concurrency=1, max_queue=0)
-    generator.shutdown()
-    generator.start()
-    assert generator._submit(lambda: 42).result(5) == 42
-    generator.shutdown()
-
-
 # Settings ---------------------------------------------------------------------------------------------
 
 
 def test_settings_come_from_llm_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_DEFAULT_MODEL", "")
-    monkeypatch.setenv("LLM_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("LLM_MAX_BATCH_SIZE", "3")
     monkeypatch.setenv("LLM_MODELS_DIR", "/srv/models")
     settings = Settings()
-    assert (settings.default_model, settings.max_concurrency, settings.models_dir) == ("", 3, Path("/srv/models"))
+    assert (settings.default_model, settings.max_batch_size, settings.models_dir) == ("", 3, Path("/srv/models"))
+    monkeypatch.delenv("LLM_MAX_BATCH_SIZE")
+    monkeypatch.setenv("LLM_MAX_CONCURRENCY", "5")
+    assert Settings().max_batch_size == 5, "the old name of the setting still works"
 
 
 def test_settings_refuse_inconsistent_values() -> None:

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     configure_logging(settings.log_level, settings.log_json)
     metrics = LLMMetrics()
     manager = ModelManager(settings, metrics, loader=loader)
-    generator = Generator(settings.max_concurrency, settings.max_queue, settings.retry_after_s,
+    generator = Generator(settings.max_batch_size, settings.max_queue, settings.retry_after_s,
                           on_depth=metrics.queue_depth.set, on_completion=metrics.observe_completion,
                           on_abandoned=lambda: metrics.completion("cancelled"))
 

@@ -1,7 +1,7 @@
 """Settings of the LLM service, from environment variables prefixed ``LLM_``.
 
 One class for the whole service, so every knob (which model, where models live,
-how much a request may ask for, how many generations run at once) is documented
+how much a request may ask for, how many generations are batched) is documented
 in one place and nothing reads ``os.environ`` ad hoc.
 """
 
@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.llm.packaged_model import FLOAT32
@@ -56,10 +56,18 @@ class Settings(BaseSettings):
     max_input_tokens: int = Field(default=2048, ge=1, description="Prompt tokens after the chat template.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get a 413.")
 
-    # Concurrency.
-    max_concurrency: int = Field(default=1, ge=1, le=64, description="Generations running at once (threads).")
+    # Batching and admission.
+    max_batch_size: int = Field(
+        default=8, ge=1, le=64,
+        validation_alias=AliasChoices("max_batch_size", "llm_max_batch_size", "max_concurrency",
+                                      "llm_max_concurrency"),
+        description="Sequences decoded together in one batch (continuous batching: requests join and leave "
+        "between steps). Each holds a KV cache of up to LLM_MAX_INPUT_TOKENS + LLM_MAX_NEW_TOKENS_CAP positions, "
+        "so this bounds memory. LLM_MAX_CONCURRENCY is its old name, still read.",
+    )
     max_queue: int = Field(
-        default=8, ge=0, le=10_000, description="Generations waiting beyond which a request gets a prompt 429."
+        default=8, ge=0, le=10_000,
+        description="Requests waiting for a row of the batch; beyond LLM_MAX_BATCH_SIZE + this, a prompt 429.",
     )
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429 (overloaded) or a 503 (loading).")
     torch_threads: int | None = Field(

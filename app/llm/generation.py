@@ -1,28 +1,38 @@
-"""Generation off the event loop, with bounded concurrency and a bounded queue.
+"""Generation off the event loop: continuous batching, a bounded batch and a bounded queue.
 
-``model.generate`` is seconds of CPU, so it runs in a thread pool of
-``max_concurrency`` threads; the pool's own queue holds the requests waiting for
-a thread. A request that would make more than ``max_concurrency + max_queue``
-generations running or waiting is refused at once (429 with Retry-After), so
-no request waits unboundedly and memory stays bounded. The gate is a counter
-under a thread lock rather than an asyncio semaphore, so it works whichever
-event loop runs the app (TestClient starts one per client).
+On a CPU, one ``generate`` at a time leaves most of each forward pass's matrix
+work undone: eight prompts decoded together cost little more than one. So one
+worker thread runs one batch of up to ``max_batch_size`` sequences, a forward
+pass a step for all of them with a KV cache (left padding, an attention mask and
+position ids that count each row's real tokens, so a row decodes as it would
+alone: greedy answers are ``generate``'s, token for token). Requests that arrive
+while it runs join it between steps; finished ones leave. Each sequence keeps
+its own max_new_tokens, stop strings, temperature, top-p and seeded generator,
+its own streamer and cancel event.
+
+A request that would make more than ``max_batch_size + max_queue`` generations
+running or waiting is refused at once (429 with Retry-After), so no request
+waits unboundedly and memory stays bounded. The gate is a counter under a
+thread lock rather than an asyncio semaphore, so it works whichever event loop
+runs the app (TestClient starts one per client).
 
 Every request holds the :class:`~app.llm.loader.LoadedModel` it started with
-for its whole life: a swap replaces what new requests get, never the model
-under a running generation.
+for its whole life, and a batch holds one model: a swap replaces what new
+requests get, never the model under a running generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.llm.errors import GenerationError, InputTooLongError, OverloadedError
@@ -306,19 +316,233 @@ _DONE = object()
 DISCONNECT_POLL_S = 0.2
 
 
-class Generator:
-    """The bounded pool that runs generations; one per app."""
+def _forward(model: Any, **inputs: Any) -> Any:
+    """One forward pass of the whole batch (the only place the model runs; tests hold it here)."""
+    return model(**inputs)
 
-    def __init__(self, max_concurrency: int, max_queue: int, retry_after_s: int = 2,
+
+PREFILL_TOKENS = 4096  # padded prompt tokens prefilled in one forward pass, at most (one longer prompt: alone)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One request in the batch: its prompt, how it decodes, what it has generated, whom to tell."""
+
+    prompt: Prompt
+    params: Params
+    streamer: _TextStreamer | None
+    cancel: threading.Event
+    admitted: float
+    future: Future = field(default_factory=Future)
+    processors: Any = None  # the sampling warpers and seeded draw; None for greedy
+    ids: list[int] = field(default_factory=list)
+    started: float = 0.0
+    first_token_at: float | None = None
+
+    def context(self) -> Any:
+        import torch
+
+        new = torch.tensor([self.ids], dtype=self.prompt.input_ids.dtype, device=self.prompt.input_ids.device)
+        return torch.cat([self.prompt.input_ids, new], dim=-1)
+
+
+class _Batch:
+    """The sequences decoding together on one model, their KV cache, attention mask and last tokens.
+
+    Rows are left-padded: every row's cache ends at the same column, so one decoding step feeds each
+    row its last token at once; the attention mask hides the padding and the position ids count only a
+    row's real tokens, so a row decodes as it would alone. Sequences join between steps (their prompts
+    prefilled together, their cache padded on the left to the batch's width, or the batch's to theirs)
+    and leave as they finish (their rows dropped, then columns that only padding holds).
+    """
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.rows: list[_Sequence] = []
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, width) LongTensor
+        self.eos = _eos_ids(model)
+        forward = getattr(model.model, "forward", None)
+        try:
+            self.logits_to_keep = forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+        except (TypeError, ValueError):
+            self.logits_to_keep = False
+
+    def _pad_id(self) -> int:
+        tokenizer = self.model.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return int(pad or 0)
+
+    def join(self, joining: list[_Sequence]) -> None:
+        """Prefill the joining prompts, left-padded, in passes of at most PREFILL_TOKENS padded tokens (the
+        attention of a pass grows with rows x width^2), pick each one's first token, add their rows."""
+        group: list[_Sequence] = []
+        for seq in sorted(joining, key=lambda s: s.prompt.tokens):
+            if group and (len(group) + 1) * seq.prompt.tokens > PREFILL_TOKENS:
+                self._prefill(group)
+                group = []
+            group.append(seq)
+        self._prefill(group)
+
+    def _prefill(self, joining: list[_Sequence]) -> None:
+        import torch
+
+        device = self.model.model.device
+        width = max(s.prompt.tokens for s in joining)
+        ids = torch.full((len(joining), width), self._pad_id(), dtype=torch.long, device=device)
+        mask = torch.zeros((len(joining), width), dtype=torch.long, device=device)
+        for row, seq in enumerate(joining):
+            ids[row, width - seq.prompt.tokens:] = seq.prompt.input_ids[0]
+            mask[row, width - seq.prompt.tokens:] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+        extra = {"logits_to_keep": 1} if self.logits_to_keep else {}
+        out = _forward(self.model.model, input_ids=ids, attention_mask=mask, position_ids=positions,
+                       use_cache=True, **extra)
+        logits = out.logits[:, -1, :].to(dtype=torch.float32)
+        self._merge(out.past_key_values, mask, joining)
+        self._advance(joining, logits)
+
+    def _merge(self, cache: Any, mask: Any, joining: list[_Sequence]) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        if self.cache is None:
+            self.cache, self.mask, self.rows = cache, mask, list(joining)
+            return
+        ours, theirs = self.mask.shape[1], mask.shape[1]
+        width = max(ours, theirs)
+        for mine, new in zip(self.cache.layers, cache.layers, strict=True):
+            for name in ("keys", "values"):
+                a, b = getattr(mine, name), getattr(new, name)
+                a = F.pad(a, (0, 0, width - ours, 0)) if ours < width else a
+                b = F.pad(b, (0, 0, width - theirs, 0)) if theirs < width else b
+                setattr(mine, name, torch.cat([a, b], dim=0))
+        self.mask = torch.cat([F.pad(self.mask, (width - ours, 0)), F.pad(mask, (width - theirs, 0))], dim=0)
+        self.rows.extend(joining)
+
+    def step(self) -> None:
+        """One decoding step: every row's last token in, every row's next token chosen."""
+        import torch
+
+        device = self.mask.device
+        last = torch.tensor([[seq.ids[-1]] for seq in self.rows], dtype=torch.long, device=device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        out = _forward(self.model.model, input_ids=last, attention_mask=self.mask, position_ids=positions,
+                       past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self._advance(list(self.rows), out.logits[:, -1, :].to(dtype=torch.float32))
+
+    def _advance(self, seqs: list[_Sequence], logits: Any) -> None:
+        """Choose each sequence's next token (greedy, or its own warpers and seeded draw), tell its client,
+        and end the sequences that are done."""
+        import torch
+
+        now = time.perf_counter()
+        done: list[_Sequence] = []
+        for row, seq in enumerate(seqs):
+            scores = logits[row:row + 1]
+            context = seq.context()
+            if seq.processors is not None:
+                scores = seq.processors(context, scores)
+            token = int(scores.argmax(dim=-1))
+            seq.ids.append(token)
+            if seq.first_token_at is None:
+                seq.first_token_at = now
+            if seq.streamer is not None:
+                seq.streamer.put(torch.tensor([token]))
+            if self._finished(seq, token, torch.cat([context, context.new_tensor([[token]])], dim=-1), scores):
+                done.append(seq)
+        if done:
+            self._drop(done)
+
+    def _finished(self, seq: _Sequence, token: int, context: Any, scores: Any) -> bool:
+        if bool(_Cancelled(seq.cancel)(context, scores)[0]):
+            return True
+        if token in self.eos or len(seq.ids) >= seq.params.max_new_tokens:
+            return True
+        if seq.params.stop:
+            with self.model.tokenizer_lock:
+                text = self.model.tokenizer.decode(seq.ids, skip_special_tokens=True)
+            return stop_at(text, seq.params.stop) is not None
+        return False
+
+    def _drop(self, done: list[_Sequence]) -> None:
+        import torch
+
+        for seq in done:
+            _finish(seq, self.eos)
+        keep = [row for row, seq in enumerate(self.rows) if seq not in done]
+        self.rows = [self.rows[row] for row in keep]
+        if not self.rows:
+            self.cache = self.mask = None
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.mask = self.mask[index]
+        start = int((self.mask.sum(0) > 0).nonzero()[0])  # columns before it are padding in every row left
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+    def fail(self, joining: list[_Sequence], error: Exception) -> None:
+        """The model failed: every row and every joining sequence fails (the cache may be half-updated)."""
+        log.error("generation with %s failed: %r", self.model.model_id, error, exc_info=error,
+                  extra={"model_id": self.model.model_id})
+        failure = GenerationError(f"the model {self.model.model_id!r} failed to generate: {type(error).__name__}")
+        for seq in [*self.rows, *joining]:
+            if not seq.future.done():
+                seq.future.set_exception(failure)
+        self.rows, self.cache, self.mask = [], None, None
+
+
+def _finish(seq: _Sequence, eos: set[int]) -> None:
+    """The sequence's Completion, as :func:`generate` makes it, handed to its future."""
+    loaded, params = seq.prompt.model, seq.params
+    if seq.streamer is not None:
+        seq.streamer.end()
+    with loaded.tokenizer_lock:
+        text = loaded.tokenizer.decode(seq.ids, skip_special_tokens=True)
+    cut = stop_at(text, params.stop)
+    if cut is not None:
+        text = text[:cut]
+    if seq.cancel.is_set():
+        finish = "cancelled"
+    elif cut is not None or (seq.ids and seq.ids[-1] in eos):
+        finish = "stop"
+    else:
+        finish = "length" if len(seq.ids) >= params.max_new_tokens else "stop"
+    first = seq.first_token_at - seq.admitted if seq.streamer is not None and seq.first_token_at else None
+    seq.future.set_result(Completion(loaded, text, seq.prompt.tokens, len(seq.ids), finish,
+                                     time.perf_counter() - seq.started, first,
+                                     queued_seconds=seq.started - seq.admitted, seed=params.seed))
+
+
+class Generator:
+    """Continuous batching of generations: one worker thread, one batch, one forward pass a step for all.
+
+    Admitted requests wait in a FIFO; between decoding steps, waiting requests on the batch's model join
+    it (up to ``max_batch_size`` rows) and finished ones leave, so a request never waits for a whole
+    batch to end. A request that would make more than ``max_batch_size + max_queue`` generations
+    running or waiting is refused at once (429 with Retry-After), so memory stays bounded: at most
+    ``max_batch_size`` KV caches, each of at most prompt + max_new_tokens positions.
+
+    A batch runs on the model its rows started on: after a swap, requests for the new model wait until
+    the old model's batch has drained (at most its longest max_new_tokens), then form the next batch.
+    """
+
+    def __init__(self, max_batch_size: int, max_queue: int, retry_after_s: int = 2,
                  on_depth: Callable[[int], None] = lambda depth: None,
                  on_completion: Callable[[Completion], None] = lambda completion: None,
                  on_abandoned: Callable[[], None] = lambda: None) -> None:
-        """``on_completion`` sees every generation that ends, as it ends (in its thread, before its
-        client is told), one cut short because its client left included; ``on_abandoned`` hears of
-        each request that never ran: its stream was closed while it waited, or the pool shut down."""
-        self.max_concurrency, self.max_queue, self.retry_after_s = max_concurrency, max_queue, retry_after_s
-        self._executor: ThreadPoolExecutor | None = None
+        """``on_completion`` sees every generation that ends, as it ends (in the worker thread, before its
+        client is told), one cut short because its client left included; ``on_abandoned`` hears of each
+        request that never ran: its stream was closed while it waited, or the generator shut down."""
+        self.max_batch_size, self.max_queue, self.retry_after_s = max_batch_size, max_queue, retry_after_s
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: deque[_Sequence] = deque()
+        self._worker_token: object | None = None  # the running worker's; None once shut down
         self._depth = 0
         self._on_depth = on_depth
         self._on_completion, self._on_abandoned = on_completion, on_abandoned
@@ -330,9 +554,9 @@ class Generator:
 
     def _admit(self) -> None:
         with self._lock:
-            if self._depth >= self.max_concurrency + self.max_queue:
+            if self._depth >= self.max_batch_size + self.max_queue:
                 raise OverloadedError(
-                    f"{self._depth} generations are running or waiting (LLM_MAX_CONCURRENCY={self.max_concurrency}, "
+                    f"{self._depth} generations are running or waiting (LLM_MAX_BATCH_SIZE={self.max_batch_size}, "
                     f"LLM_MAX_QUEUE={self.max_queue}); retry in {self.retry_after_s} s",
                     retry_after_s=self.retry_after_s,
                 )
@@ -345,29 +569,94 @@ class Generator:
             self._on_depth(self._depth)
 
     def start(self) -> None:
-        """Create the thread pool (again after :meth:`shutdown`: an app's lifespan may run more than once)."""
+        """Start the worker (again after :meth:`shutdown`: an app's lifespan may run more than once)."""
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="generate")
+            if self._worker_token is None:
+                self._worker_token = token = object()
+                threading.Thread(target=self._run, args=(token,), name="generate", daemon=True).start()
 
-    def _submit(self, fn: Callable[..., Completion], *args: Any, **kwargs: Any) -> Future:
+    def _submit(self, seq: _Sequence) -> Future:
         self.start()
         self._admit()
-        try:
-            assert self._executor is not None
-            future = self._executor.submit(fn, *args, **kwargs)
-        except BaseException:
-            self._release()
-            raise
-        future.add_done_callback(self._observe)  # first: once the depth is 0, every generation is counted
-        future.add_done_callback(self._release)
-        return future
+        seq.future.add_done_callback(self._observe)  # first: once the depth is 0, every generation is counted
+        seq.future.add_done_callback(self._release)
+        if seq.params.temperature > 0:
+            seq.processors = _decoding(seq.params, seq.prompt.model.model)["logits_processor"]
+        with self._wake:
+            self._waiting.append(seq)
+            self._wake.notify()
+        return seq.future
 
     def _observe(self, future: Future) -> None:
         if future.cancelled():
-            self._on_abandoned()  # the stream was closed while it waited: it never ran
+            self._on_abandoned()  # the request was given up while it waited: it never ran
         elif future.exception() is None:
             self._on_completion(future.result())
+
+    def _joining(self, batch: _Batch | None) -> tuple[LoadedModel | None, list[_Sequence], list[_Sequence]]:
+        """Under the lock: the waiting sequences that join now (on the batch's model, or the oldest's), and
+        those whose client left while they waited (to be cancelled outside the lock: their callbacks take it)."""
+        model = batch.model if batch is not None and batch.rows else None
+        room = self.max_batch_size - (len(batch.rows) if model is not None else 0)
+        joining: list[_Sequence] = []
+        gone: list[_Sequence] = []
+        for seq in list(self._waiting):
+            if len(joining) >= room:
+                break
+            if seq.future.cancelled() or seq.cancel.is_set():
+                self._waiting.remove(seq)
+                gone.append(seq)
+                continue
+            if model is None:
+                model = seq.prompt.model
+            if seq.prompt.model is model:
+                self._waiting.remove(seq)
+                if seq.future.set_running_or_notify_cancel():
+                    joining.append(seq)
+        return model, joining, gone
+
+    def _run(self, me: object) -> None:
+        batch: _Batch | None = None
+        while True:
+            with self._wake:
+                while (self._worker_token is me and not self._waiting
+                       and (batch is None or not batch.rows)):
+                    self._wake.wait()
+                if self._worker_token is not me and (batch is None or not batch.rows):
+                    return  # shut down, or replaced by a new worker: the running batch has ended
+                if self._worker_token is me:
+                    model, joining, gone = self._joining(batch)
+                else:
+                    model, joining, gone = batch.model, [], []  # shut down: the batch ends, no one joins
+            for seq in gone:
+                seq.future.cancel()  # its client left while it waited: it never ran
+            if model is not None:
+                if batch is None or not batch.rows or batch.model is not model:
+                    batch = _Batch(model)
+                self._work(batch, joining)
+            if batch is not None and not batch.rows:
+                batch = None  # hold no model between batches: a replaced one is freed once its requests end
+            model = joining = gone = seq = None  # type: ignore[assignment]
+
+    @staticmethod
+    def _work(batch: _Batch, joining: list[_Sequence]) -> None:
+        """Prefill the joining sequences, or else take one decoding step; a failure fails those it touched."""
+        import torch
+
+        with torch.inference_mode():
+            if joining:
+                started = time.perf_counter()
+                for seq in joining:
+                    seq.started = started
+                try:
+                    batch.join(joining)
+                except Exception as error:  # noqa: BLE001 - any failure of the model fails its requests
+                    batch.fail(joining, error)
+            elif batch.rows:
+                try:
+                    batch.step()
+                except Exception as error:  # noqa: BLE001 - any failure of the model fails its requests
+                    batch.fail([], error)
 
     async def complete(self, prompt: Prompt, params: Params,
                        is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> Completion:
@@ -375,12 +664,11 @@ class Generator:
 
         A server does not cancel a plain (not streamed) request whose client went away, so
         ``is_disconnected`` is polled while the generation runs: once it says so, the generation
-        stops at its next token (``finish_reason`` "cancelled") and frees its thread.
+        stops at its next token (``finish_reason`` "cancelled") and frees its row.
         """
         cancel = threading.Event()
-        future = asyncio.wrap_future(
-            self._submit(generate, prompt, params, cancel=cancel, admitted=time.perf_counter())
-        )
+        seq = _Sequence(prompt, params, None, cancel, time.perf_counter())
+        future = asyncio.wrap_future(self._submit(seq))
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
@@ -405,7 +693,8 @@ class Generator:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         streamer = _TextStreamer(prompt.model, put, params.stop)
-        future = self._submit(generate, prompt, params, streamer=streamer, cancel=cancel, admitted=admitted)
+        streamer.prompt_seen = True  # the batch hands over new tokens only
+        future = self._submit(_Sequence(prompt, params, streamer, cancel, admitted))
         future.add_done_callback(lambda _: put(_DONE))
         return self._events(queue, future, cancel)
 
@@ -421,8 +710,10 @@ class Generator:
             future.cancel()
 
     def shutdown(self) -> None:
-        """Cancel what waits, let running generations end in their threads, and drop the pool."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        """Give up what waits, let the running batch end in the worker, and let the worker go."""
+        with self._wake:
+            self._worker_token = None
+            waiting, self._waiting = list(self._waiting), deque()
+            self._wake.notify_all()
+        for seq in waiting:
+            seq.future.cancel()
