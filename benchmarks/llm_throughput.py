@@ -138,22 +138,38 @@ def run_level(url: str, model: str, clients: int, rounds: int, new_tokens: int,
             "ttft_p95_s": percentile(ttfts, 95)}
 
 
-def measure_contender(contender: Contender, levels: Sequence[int], rounds: int, new_tokens: int,
-                      count_tokens: Callable[[str], int], scratch: Path) -> list[dict[str, Any]]:
-    port = free_port()
-    argv = [a.replace("{port}", str(port)) for a in contender.argv]
-    process = ManagedProcess(contender.name, argv, env=contender.env, cwd=PROJECT_ROOT,
-                             log_path=scratch / f"{contender.name.replace(' ', '-')}.log").start()
-    url = f"http://127.0.0.1:{port}"
+def measure_contenders(contenders: Sequence[Contender], levels: Sequence[int], rounds: int, new_tokens: int,
+                       count_tokens: Callable[[str], int], scratch: Path) -> dict[str, list[dict[str, Any]]]:
+    """Start every contender, then measure level by level, each contender in turn: a machine whose load
+    drifts during the run (other work on its CPUs) weighs on every contender alike. An idle server costs
+    no CPU while another is measured."""
+    running: list[tuple[Contender, ManagedProcess, str]] = []
     try:
-        process.wait_for_http(f"{url}{contender.ready_path}", timeout=READY_TIMEOUT_S)
-        with httpx.Client() as client:  # not timed: the first request pays one-off allocations
-            one_request(client, url, contender.model, PROMPTS[0], new_tokens)
-        return [run_level(url, contender.model, c, rounds, new_tokens, count_tokens) for c in levels]
-    except (ProcessError, BenchmarkError, httpx.HTTPError) as error:
-        raise BenchmarkError(f"{contender.name}: {error}\nits log:\n{process.log_tail()}") from error
+        for contender in contenders:
+            port = free_port()
+            argv = [a.replace("{port}", str(port)) for a in contender.argv]
+            process = ManagedProcess(contender.name, argv, env=contender.env, cwd=PROJECT_ROOT,
+                                     log_path=scratch / f"{contender.name.replace(' ', '-')}.log").start()
+            running.append((contender, process, f"http://127.0.0.1:{port}"))
+        figures: dict[str, list[dict[str, Any]]] = {contender.name: [] for contender in contenders}
+        for contender, process, url in running:
+            try:
+                process.wait_for_http(f"{url}{contender.ready_path}", timeout=READY_TIMEOUT_S)
+                with httpx.Client() as client:  # not timed: the first request pays one-off allocations
+                    one_request(client, url, contender.model, PROMPTS[0], new_tokens)
+            except (ProcessError, BenchmarkError, httpx.HTTPError) as error:
+                raise BenchmarkError(f"{contender.name}: {error}\nits log:\n{process.log_tail()}") from error
+        for clients in levels:
+            for contender, process, url in running:
+                try:
+                    level = run_level(url, contender.model, clients, rounds, new_tokens, count_tokens)
+                except (BenchmarkError, httpx.HTTPError) as error:
+                    raise BenchmarkError(f"{contender.name}: {error}\nits log:\n{process.log_tail()}") from error
+                figures[contender.name].append({**level, "load_average": os.getloadavg()[0]})
+        return figures
     finally:
-        process.stop()
+        for _, process, _ in running:
+            process.stop()
 
 
 def in_process_ceilings(folder: Path, new_tokens: int, threads: int | None) -> dict[str, Any]:
@@ -239,9 +255,8 @@ def run_benchmark(folder: Path, levels: Sequence[int], rounds: int, new_tokens: 
     results: dict[str, Any] = {"cpus": os.cpu_count(), "model": folder.name, "new_tokens": new_tokens,
                                "rounds": rounds, "levels": list(levels), "http": {}}
     with tempfile.TemporaryDirectory(prefix="llm-throughput-") as scratch:
-        for contender in contenders(folder, peers, max_batch_size, threads):
-            results["http"][contender.name] = measure_contender(contender, levels, rounds, new_tokens,
-                                                                count_tokens, Path(scratch))
+        results["http"] = measure_contenders(contenders(folder, peers, max_batch_size, threads), levels, rounds,
+                                             new_tokens, count_tokens, Path(scratch))
     results["in_process"] = in_process_ceilings(folder, new_tokens, threads)
     return results
 
@@ -252,16 +267,18 @@ def format_report(results: dict[str, Any]) -> str:
         f"{len(PROMPTS)} prompts, {results['rounds']} streamed requests per client)",
         "",
         f"{'contender':<42} {'clients':>7} {'tokens/s':>9} {'p50 s':>7} {'p95 s':>7} {'TTFT p50':>9} "
-        f"{'TTFT p95':>9}",
+        f"{'TTFT p95':>9} {'load':>5}",
     ]
     for name, levels in results["http"].items():
         for level in levels:
             lines.append(f"{name:<42} {level['clients']:>7} {level['tokens_per_s']:>9.1f} "
                          f"{level['latency_p50_s']:>7.2f} {level['latency_p95_s']:>7.2f} "
-                         f"{level['ttft_p50_s']:>9.3f} {level['ttft_p95_s']:>9.3f}")
+                         f"{level['ttft_p50_s']:>9.3f} {level['ttft_p95_s']:>9.3f} {level['load_average']:>5.1f}")
     ceilings = results["in_process"]
     seq, batched = ceilings["sequential"], ceilings["batched"]
     lines += [
+        "(load: the machine's 1-minute load average after each level; above its CPU count, other work shared "
+        "them; levels run contender after contender, so drift weighs on all alike)",
         "",
         f"in-process, one generate at a time: {seq['tokens_per_s']:.1f} tokens/s (latency p50 "
         f"{seq['latency_p50_s']:.2f} s, p95 {seq['latency_p95_s']:.2f} s)",
