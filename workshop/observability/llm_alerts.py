@@ -147,7 +147,7 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
                 "outcome=\"overloaded\"); now {{ $value | humanizePercentage }}."
             ),
             runbook=(
-                "More requests arrive than the generations LLM_MAX_CONCURRENCY allows, plus LLM_MAX_QUEUE waiting. "
+                "More requests arrive than LLM_MAX_BATCH_SIZE rows decoding together, plus LLM_MAX_QUEUE waiting. "
                 "Add replicas (each holds its own copy of the model: memory), or lower LLM_MAX_NEW_TOKENS_CAP so "
                 "each generation ends sooner. Raising LLM_MAX_QUEUE only trades refusals for waiting "
                 "(see LLMGenerationLatencyHigh)."

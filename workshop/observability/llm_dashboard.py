@@ -101,7 +101,7 @@ def queue_depth_panel() -> PanelBuilder:
         timeseries_panel(
             "Queue depth (generating + waiting)",
             "Generations running plus requests waiting for a slot, per instance (llm_queue_depth), sampled at "
-            "each scrape. Up to the concurrency limit (LLM_MAX_CONCURRENCY) everything generates; above it "
+            "each scrape. Up to the batch size (LLM_MAX_BATCH_SIZE) everything decodes together; above it "
             "requests wait, and beyond the queue limit (LLM_MAX_QUEUE) they are refused at once with "
             "429/503 (outcome \"overloaded\"). A queue that stays full needs more replicas.",
             "short",
