@@ -35,6 +35,7 @@ import psutil
 
 from workshop.chat_model import BFLOAT16, FLOAT32, ensure_chat_models
 from workshop.llm_client import LLMClient
+from workshop.llm_load import stream_once
 from workshop.process import ManagedProcess, ProcessError, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -80,16 +81,11 @@ def swap(client: LLMClient, model_id: str) -> dict[str, Any]:
 
 def one_request(client: LLMClient, new_tokens: int) -> dict[str, float]:
     """One streamed greedy completion: the client's time to first token, the service's tokens/s."""
-    started, first = time.perf_counter(), None
-    for event in client.stream(PROMPT, max_new_tokens=new_tokens):
-        if event["event"] == "token" and first is None:
-            first = time.perf_counter() - started
-        elif event["event"] == "done":
-            done = event
-        elif event["event"] == "error":
-            raise BenchmarkError(f"the completion failed: {event}")
-    tokens = done["usage"]["completion_tokens"]
-    return {"ttft_s": first or 0.0, "tokens": tokens, "tokens_per_s": tokens / done["generation_seconds"]}
+    try:
+        run = stream_once(client, PROMPT, new_tokens)
+    except RuntimeError as error:
+        raise BenchmarkError(str(error)) from error
+    return {"ttft_s": run["ttft_s"], "tokens": run["tokens"], "tokens_per_s": run["tokens"] / run["generation_s"]}
 
 
 def requests_figures(client: LLMClient, requests: int, new_tokens: int) -> dict[str, float]:

@@ -25,7 +25,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(1, -(-len(ordered) * q // 100)) - 1]
 
 
-def _one_stream(client: LLMClient, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, float]:
+def stream_once(client: LLMClient, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, float]:
+    """One streamed completion as its client sees it: latency, time to first token, tokens (and the
+    service's own generation time)."""
     started, first, done = time.perf_counter(), None, None
     for event in client.stream(messages, max_new_tokens=max_new_tokens):
         if event["event"] == "token" and first is None:
@@ -38,7 +40,7 @@ def _one_stream(client: LLMClient, messages: list[dict[str, str]], max_new_token
         raise RuntimeError("a stream ended without its done event")
     elapsed = time.perf_counter() - started
     return {"latency_s": elapsed, "ttft_s": first if first is not None else elapsed,
-            "tokens": done["usage"]["completion_tokens"]}
+            "tokens": done["usage"]["completion_tokens"], "generation_s": done["generation_seconds"]}
 
 
 def concurrency_sweep(url: str, conversations: Sequence[list[dict[str, str]]], levels: Sequence[int] = (1, 4, 8),
@@ -55,7 +57,7 @@ def concurrency_sweep(url: str, conversations: Sequence[list[dict[str, str]]], l
         for clients in levels:
             def run_client(index: int) -> list[dict[str, float]]:
                 messages = list(conversations[index % len(conversations)])
-                return [_one_stream(client, messages, max_new_tokens) for _ in range(rounds)]
+                return [stream_once(client, messages, max_new_tokens) for _ in range(rounds)]
 
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=clients) as pool:
