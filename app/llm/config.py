@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         default="auto",
         description="Weights' dtype: auto loads a model in the dtype it was saved in (a folder's config.json), so "
-        "a float32 folder and a bfloat16 one differ; float32 forces the fast and safe choice on CPU.",
+        "a float32 folder and a bfloat16 one differ; float32 forces full precision whatever a folder holds.",
     )
     hub_offline: bool = Field(
         default=False,
