@@ -13,7 +13,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.llm.config import Settings
+from app.llm.errors import ModelNotReadyError
 from app.llm.generation import Generator
+from app.llm.loader import LoadedModel
 from app.llm.manager import ModelManager
 from app.llm.metrics import LLMMetrics
 
@@ -24,6 +26,14 @@ class Serving:
     manager: ModelManager
     generator: Generator
     metrics: LLMMetrics
+
+    def model_for_completion(self) -> LoadedModel:
+        """The model serving now, for a completion; none serving is a 503 counted as ``unavailable``."""
+        try:
+            return self.manager.serving_or_503()
+        except ModelNotReadyError:
+            self.metrics.completion("unavailable")
+            raise
 
 
 async def get_serving(request: Request) -> Serving:

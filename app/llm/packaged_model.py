@@ -25,7 +25,6 @@ the model volume of ``k8s/llm`` once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from app.common.checksums import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,6 @@ def is_complete(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return card.get("source", {}).get("sha256") == WHEEL_SHA256 and (folder / "model.safetensors").is_file()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_wheel(path: Path) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from app.common.checksums import sha256_of
 from app.wine.config import Settings, get_settings
 from app.wine.features import FEATURES, TARGET
 
@@ -61,14 +62,6 @@ class WineData:
         """One checksum for the dataset: of the per-file checksums in file-name order."""
         joined = "".join(f"{name}:{digest}\n" for name, digest in sorted(self.sha256.items()))
         return hashlib.sha256(joined.encode()).hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify(folder: Path, *, hint: str) -> dict[str, str]:

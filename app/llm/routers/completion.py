@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse
 
 from app.llm.config import Settings
 from app.llm.dependencies import Serving, ServingDep
-from app.llm.errors import GenerationError, LLMServiceError, ModelNotReadyError, OverloadedError, error_body
+from app.llm.errors import GenerationError, LLMServiceError, OverloadedError, error_body
 from app.llm.generation import Completion, Params, encode_prompt
 from app.llm.schemas import CompletionResponse, ErrorResponse, completion_request_model
 
@@ -69,11 +69,7 @@ def build_router(settings: Settings) -> APIRouter:
         request: CompletionRequest, serving: ServingDep, http: Request  # type: ignore[valid-type]
     ) -> Any:
         metrics = serving.metrics
-        try:
-            model = serving.manager.serving_or_503()
-        except ModelNotReadyError:
-            metrics.completion("unavailable")
-            raise
+        model = serving.model_for_completion()
         messages = [message.model_dump() for message in request.messages]
         prompt = encode_prompt(model, messages, request.max_new_tokens, settings.max_input_tokens)
         params = Params(request.max_new_tokens, request.temperature, request.top_p, request.seed,

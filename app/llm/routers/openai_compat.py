@@ -28,7 +28,6 @@ from app.llm.errors import (
     GenerationError,
     InputTooLongError,
     LLMServiceError,
-    ModelNotReadyError,
     OverloadedError,
 )
 from app.llm.generation import Completion, Params, encode_prompt
@@ -126,11 +125,7 @@ def build_router(settings: Settings) -> APIRouter:
         request: ChatCompletionRequest, serving: ServingDep, http: Request  # type: ignore[valid-type]
     ) -> Any:
         metrics = serving.metrics
-        try:
-            model = serving.manager.serving_or_503()
-        except ModelNotReadyError:
-            metrics.completion("unavailable")
-            raise
+        model = serving.model_for_completion()
         if request.model != model.model_id:
             metrics.completion("invalid")
             raise ModelNotFoundError(request.model, model.model_id)
