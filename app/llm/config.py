@@ -14,13 +14,15 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.common.server import ServerSettings
 from app.llm.packaged_model import FLOAT32
 
 # SmolLM2-135M-Instruct, as the folder `python -m app.llm.fetch_model` makes under LLM_MODELS_DIR: no hub needed.
 DEFAULT_MODEL = FLOAT32.name
 
 
-class Settings(BaseSettings):
+# The HTTP server's limits (header size, read deadlines, idle timeout, connections) are LLM_* too.
+class Settings(BaseSettings, ServerSettings):
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", protected_namespaces=())
 
     environment: Literal["development", "production"] = "development"
@@ -69,7 +71,9 @@ class Settings(BaseSettings):
         default=8, ge=0, le=10_000,
         description="Requests waiting for a row of the batch; beyond LLM_MAX_BATCH_SIZE + this, a prompt 429.",
     )
-    retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429 (overloaded) or a 503 (loading).")
+    retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After of a 503 (loading), and of a 429 (overloaded) until a generation "
+        "has finished: from then on a 429's follows the queue and the recent generation times.")
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; match the container's CPU limit (default: torch's)."
     )

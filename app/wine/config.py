@@ -14,10 +14,13 @@ from platformdirs import user_cache_dir
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.common.server import ServerSettings
+
 UCI_WINE_QUALITY_URL = "https://archive.ics.uci.edu/static/public/186/wine+quality.zip"
 
 
-class Settings(BaseSettings):
+# The HTTP server's limits (header size, read deadlines, idle timeout, connections) are WINE_* too.
+class Settings(BaseSettings, ServerSettings):
     model_config = SettingsConfigDict(env_prefix="WINE_", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
