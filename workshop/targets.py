@@ -194,8 +194,8 @@ class LocalTarget:
 
     def _start_on(self, name: str, env: Mapping[str, str], *, port: int, ready_path: str, timeout: float,
                   track: bool) -> Deployment:
-        argv = [sys.executable, "-m", "uvicorn", SERVICE_APPS[name], "--host", "127.0.0.1", "--port", str(port),
-                "--no-access-log"]
+        # The services' own entry point (python -m app.wine / app.llm): uvicorn with their header and time limits.
+        argv = [sys.executable, "-m", f"app.{name}", "--host", "127.0.0.1", "--port", str(port)]
         log_path = (self.log_dir / f"{name}-{port}.log") if self.log_dir else None
         process = ManagedProcess(f"{name}-service", argv, env=dict(env), cwd=project_root(), log_path=log_path).start()
         deployment = Deployment(name, f"http://127.0.0.1:{port}", process, dict(env))
