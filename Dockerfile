@@ -96,7 +96,7 @@ EXPOSE 8000
 # the orchestrator's readiness probe.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "app.llm.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["python", "-m", "app.llm", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------- locust: load generator (k8s/load_tests)
 # The locustfile imports app.wine (feature bounds, the data loader: pandas), so the image is the
@@ -135,4 +135,4 @@ EXPOSE 8000
 # Slim images have no curl: Python's urllib fails (exit 1) on a refused connection or a non-2xx status.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "app.wine.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["python", "-m", "app.wine", "--host", "0.0.0.0", "--port", "8000"]
