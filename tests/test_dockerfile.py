@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-WINE_CMD = ["uvicorn", "app.wine.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
-LLM_CMD = ["uvicorn", "app.llm.api:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# The services' one entry point (app/common/server.py: uvicorn with header limit, read deadlines, connection bound).
+WINE_CMD = ["python", "-m", "app.wine", "--host", "0.0.0.0", "--port", "8000"]
+LLM_CMD = ["python", "-m", "app.llm", "--host", "0.0.0.0", "--port", "8000"]
 FINAL_STAGES = ("wine", "llm", "locust")
 
 
