@@ -409,10 +409,12 @@ class Pod:
     def _network(self, argv: list[str], env: dict[str, str], container: dict[str, Any]) -> bool:
         """Ports and Service names rewritten for 127.0.0.1; False while a Service it names does not exist."""
         program = Path(argv[0]).name
+        # A service: uvicorn itself, or the services' entry point (python -m app.wine / app.llm), same flags.
+        serves = program == "uvicorn" or argv[1:3] in (["-m", "app.wine"], ["-m", "app.llm"])
         for index, part in enumerate(argv[:-1]):
-            if program == "uvicorn" and part == "--port":
+            if serves and part == "--port":
                 argv[index + 1] = str(self.local_port(int(argv[index + 1])))
-            if program == "uvicorn" and part == "--host":
+            if serves and part == "--host":
                 argv[index + 1] = "127.0.0.1"
         if "locust" in argv[0] or "locust" in " ".join(argv):
             for port in container.get("ports", []):
