@@ -33,9 +33,11 @@ IMAGE = "ml-serving-workshop/llm-service:latest"
 # Loading the default model from the volume (the init container downloaded and converted it before); 10
 # minutes also cover a hub id as the default on a slow laptop and network.
 STARTUP_BUDGET_S = 600
-# Measured resident peak while a swap loads a second SmolLM2-135M-sized model in float32 next to the one
-# serving (k8s/llm/llm-deployment.yaml explains the figures): the limit must stay above it.
-SWAP_PEAK_BYTES = 1.68e9
+# Measured resident peak of the worst the default settings admit: a swap float32 -> bfloat16 while a full
+# batch of the longest prompts decodes (`python -m benchmarks.llm_swap_memory`, a fresh process; 3,001 MB;
+# k8s/llm/llm-deployment.yaml explains the figures). The limit must hold it with room to spare.
+SWAP_PEAK_BYTES = 3.001e9
+SWAP_HEADROOM = 1.15
 # Measured resident peak of `python -m app.llm.fetch_model` converting the GGUF (1548 MiB, /usr/bin/time -v;
 # k8s/llm/llm-deployment.yaml has the figures): the init container's limit must stay above it.
 FETCH_PEAK_BYTES = 1548 * 2**20
@@ -302,7 +304,9 @@ def test_resources_hold_a_swap_of_the_default_model(container: Manifest) -> None
     resources = container["resources"]
     requests = {key: quantity(value) for key, value in resources["requests"].items()}
     limits = {key: quantity(value) for key, value in resources["limits"].items()}
-    assert limits["memory"] > Decimal(SWAP_PEAK_BYTES), "a swap holds two models: the limit must cover it"
+    assert limits["memory"] >= Decimal(SWAP_PEAK_BYTES * SWAP_HEADROOM), (
+        "a swap beside a full batch of long prompts holds two models and eight KV caches: the limit must "
+        "cover its measured peak with 15% to spare")
     assert requests["memory"] <= limits["memory"] and requests["cpu"] <= limits["cpu"]
     assert Decimal(1) <= limits["cpu"] <= Decimal(2), "a laptop: one or two CPUs"
 
