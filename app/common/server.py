@@ -33,6 +33,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# After a refusal, what the client still sends is read and dropped this long before the socket closes: closing
+# with unread data makes the kernel reset the connection, and the client would lose the 431/408/503 it was sent.
+LINGER_S = 2.0
 
 
 class ServerSettings(BaseModel):
@@ -66,6 +69,7 @@ class _Reading(enum.Enum):
     IDLE = "idle"  # no request started on this connection since the last one was read
     HEADERS = "headers"
     BODY = "body"
+    REFUSED = "refused"  # answered with an error: what arrives now is dropped until the socket closes
 
 
 _DEADLINE_OF = {_Reading.IDLE: "idle_timeout_s", _Reading.HEADERS: "header_timeout_s", _Reading.BODY: "body_timeout_s"}
@@ -115,6 +119,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._reading is _Reading.REFUSED:
+            return
         if self._reading is _Reading.IDLE:
             self._start_request()
         if self._reading is _Reading.HEADERS:
@@ -228,10 +234,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: str, *extra_headers: bytes, answer: bool) -> None:
         """Close the connection, first answering ``status`` when ``answer`` (a second response would garble one)."""
         self._set_deadline(None)
-        self._reading = _Reading.IDLE
-        if answer:
-            self.transport.write(plain_response(status, reason, message, *extra_headers))
-        self.transport.close()
+        self._reading = _Reading.REFUSED
+        if not answer or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write(plain_response(status, reason, message, *extra_headers))
+        self.transport.write_eof()  # the client reads the answer, then the end of the stream
+        self._deadline, self._deadline_for = self.loop.call_later(LINGER_S, self.transport.close), _Reading.REFUSED
 
 
 def guarded_protocol(limits: ServerSettings) -> type[GuardedHttpToolsProtocol]:
