@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
+from workshop import cleanup, started_processes
 from workshop.process import ManagedProcess, ProcessError, free_port
 
 
 def pid_alive(pid: int) -> bool:
+    """Running, and not a zombie (which still answers kill(0)); psutil reads it on Linux and macOS alike."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    # A zombie still answers kill(0); read its state.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -59,12 +58,16 @@ def test_waiting_past_the_deadline_stops_the_process_and_says_what_was_missing(t
 
 @pytest.mark.slow
 def test_children_die_with_the_interpreter_that_started_them(tmp_path):
-    """What keeps a failed notebook from leaking a service: exit hooks and the parent-death signal."""
-    pid_file = tmp_path / "pid"
+    """What keeps a failed notebook from leaking a service: exit hooks and, on Linux, the parent-death signal.
+    Elsewhere (macOS) a child outlives a parent killed with -9, and its record lets notebook 09 stop it."""
+    pid_file, records = tmp_path / "pid", tmp_path / "records"
     for ending in ("normal exit", "killed"):
         parent = textwrap.dedent(f"""
             import os, signal, sys, time
+            from pathlib import Path
+            from workshop import started_processes
             from workshop.process import ManagedProcess
+            started_processes.records_folder = lambda: Path({str(records)!r})
             child = ManagedProcess("child", [sys.executable, "-c", "import time; time.sleep(120)"]).start()
             open({str(pid_file)!r}, "w").write(str(child.pid))
             if {ending!r} == "killed":
@@ -72,6 +75,10 @@ def test_children_die_with_the_interpreter_that_started_them(tmp_path):
         """)
         subprocess.run([sys.executable, "-c", parent], check=False, timeout=60)
         child_pid = int(pid_file.read_text())
+        if ending == "killed" and not sys.platform.startswith("linux"):
+            left = [p for p in cleanup.recorded_processes(records) if p.pid == child_pid]
+            assert left, "a child the parent-death signal cannot stop is in the record"
+            cleanup.stop_processes(left, records=records)
         assert wait_gone(child_pid), f"child {child_pid} survived its parent's {ending}"
 
 
@@ -90,3 +97,19 @@ def test_a_child_started_from_a_worker_thread_outlives_that_thread():
         assert started[0].running, "the child died with the thread that started it"
     finally:
         started[0].stop()
+
+
+def test_a_running_process_is_recorded_with_its_start_time_and_forgotten_when_stopped(tmp_path, monkeypatch):
+    """What lets notebook 09 stop a kernel's leftovers later, and only them (see tests/test_cleanup.py)."""
+    monkeypatch.setattr(started_processes, "records_folder", lambda: tmp_path / "records")
+    process = ManagedProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+                             log_path=tmp_path / "log").start()
+    try:
+        (started,) = started_processes.recorded()
+        assert started.pid == process.pid and started.name == "sleeper"
+        assert started.started_at == pytest.approx(psutil.Process(process.pid).create_time(), abs=0.01)
+        assert started.command.endswith("-c import time; time.sleep(60)")
+    finally:
+        process.stop()
+    assert started_processes.recorded() == []
+    assert list((tmp_path / "records").iterdir()) == [], "stop() removes the record file itself"

@@ -1,23 +1,28 @@
 """Find and remove what the workshop left running on this machine: processes, containers, images.
 
 Notebook 09 calls it. Services started by a notebook normally stop with the notebook's kernel (exit
-hook and Linux's parent-death signal), but a kernel killed with ``kill -9`` on a system without that
-signal, a service started by hand from the README, or a container from notebook 03 can outlive it.
-Everything here is matched by what the workshop itself starts, so nothing else on the machine is
-touched, and every step is idempotent: a second run finds nothing and does nothing.
+hook and, on Linux, the parent-death signal), but a kernel killed with ``kill -9`` (on macOS, which has no
+such signal, its children then keep running) or a container from notebook 03 can outlive it.
+
+Only what the workshop itself started is stopped: every process it starts is recorded with its pid and
+start time (:mod:`workshop.started_processes`), and a process is stopped only while both still match, so a
+pid the system has since given to another program is never signalled. A process that merely looks like the
+workshop's (its command line names a workshop service, e.g. one started by hand from the README) is listed
+with the command to stop it yourself, and left running. Every step is idempotent: a second run finds
+nothing and does nothing. Processes are read with psutil, the same on Linux and macOS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workshop import container
+import psutil
+
+from workshop import container, started_processes
 
 # The wine image of notebook 03's answer key when `make workshop` runs it beside the learner's edition.
 ANSWER_KEY_WINE_IMAGE = "wine-service:answer-key"
@@ -31,7 +36,8 @@ WORKSHOP_IMAGES = (
     "ml-serving-workshop/wine-locust:latest",
     "ml-serving-workshop/llm-service:latest",
 )
-# Command-line fragments of the processes the workshop starts (workshop.targets, workshop.loadtest).
+# Command-line fragments of the processes the workshop starts (workshop.targets, workshop.loadtest): a
+# process of this user that carries one but is not in the record is listed, never stopped.
 PROCESS_MARKERS = (
     "app.wine.api:app",
     "app.llm.api:app",
@@ -44,65 +50,78 @@ PROCESS_MARKERS = (
 class WorkshopProcess:
     pid: int
     command: str
+    started_at: float  # seconds since the epoch (psutil's create_time): with the pid, it names one process
+
+    @property
+    def stop_command(self) -> str:
+        """What a user types to stop it themselves."""
+        return f"kill {self.pid}"
 
 
 @dataclass
 class Leftovers:
-    """What is still there; empty when the machine is clean."""
+    """What is still there; empty (false) when nothing the workshop started is left.
+
+    ``others`` are processes that look like the workshop's but that it did not start (or whose record is
+    gone): they are reported, not removed, and do not make the leftovers true.
+    """
 
     processes: list[WorkshopProcess] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     engine: str = ""
+    others: list[WorkshopProcess] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.processes or self.containers or self.images)
 
     def summary(self) -> str:
-        if not self:
-            return "nothing left"
         lines = [f"process {p.pid}: {p.command[:100]}" for p in self.processes]
         lines += [f"container {c}" for c in self.containers]
         lines += [f"image {i}" for i in self.images]
-        return "\n".join(lines)
+        lines += [f"not started by the workshop, left running: process {p.pid}: {p.command[:100]} "
+                  f"(to stop it: {p.stop_command})" for p in self.others]
+        return "\n".join(lines) or "nothing left"
 
 
-def _command_line(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    return ""
+def _spared() -> set[int]:
+    """This process and its parents: never the kernel running the cleanup, or its Jupyter server."""
+    me = psutil.Process()
+    return {me.pid, *(parent.pid for parent in me.parents())}
 
 
-def _ancestors(pid: int) -> set[int]:
-    """This process and its parents: never stop the kernel running the cleanup, or its Jupyter server."""
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return seen
+def _as_workshop_process(started: started_processes.StartedProcess) -> WorkshopProcess:
+    return WorkshopProcess(started.pid, started.command, started.started_at)
 
 
-def workshop_processes(markers: Sequence[str] = PROCESS_MARKERS) -> list[WorkshopProcess]:
-    """Processes of this user whose command line carries one of ``markers`` (Linux: read from /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    spared = _ancestors(os.getpid())
+def recorded_processes(records: Path | None = None) -> list[WorkshopProcess]:
+    """The processes the workshop started that still run (the record in ``records``, by default the user's)."""
+    spared = _spared()
+    return [_as_workshop_process(started) for started in started_processes.recorded(records)
+            if started.pid not in spared]
+
+
+def lookalike_processes(markers: Sequence[str] = PROCESS_MARKERS,
+                        leave_out: Iterable[int] = ()) -> list[WorkshopProcess]:
+    """Processes of this user whose command line carries one of ``markers``, other than ``leave_out``."""
+    ignored = _spared() | set(leave_out)
+    me = psutil.Process().username()
     found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) in spared:
+    for process in psutil.process_iter(["pid", "username", "cmdline", "create_time"], ad_value=None):
+        info = process.info
+        if info["pid"] in ignored or info["username"] != me or not info["cmdline"]:
             continue
-        with contextlib.suppress(OSError):
-            if entry.stat().st_uid != os.getuid():
-                continue
-        command = _command_line(int(entry.name))
-        if command and any(marker in command for marker in markers):
-            found.append(WorkshopProcess(int(entry.name), command))
+        command = " ".join(info["cmdline"])
+        if any(marker in command for marker in markers):
+            found.append(WorkshopProcess(info["pid"], command, info["create_time"] or 0.0))
     return sorted(found, key=lambda p: p.pid)
+
+
+def workshop_processes(markers: Sequence[str] = PROCESS_MARKERS,
+                       records: Path | None = None) -> tuple[list[WorkshopProcess], list[WorkshopProcess]]:
+    """What the workshop started and still runs, and the look-alikes it did not start (to list, not stop)."""
+    started = recorded_processes(records)
+    return started, lookalike_processes(markers, leave_out=[p.pid for p in started])
 
 
 def workshop_containers(images: Iterable[str]) -> list[str]:
@@ -114,36 +133,63 @@ def workshop_containers(images: Iterable[str]) -> list[str]:
     return ids
 
 
-def find_leftovers(images: Sequence[str] = WORKSHOP_IMAGES) -> Leftovers:
+def find_leftovers(images: Sequence[str] = WORKSHOP_IMAGES, records: Path | None = None) -> Leftovers:
     engine = container.engine_available()
-    leftovers = Leftovers(processes=workshop_processes(), engine=engine.reason)
+    started, others = workshop_processes(records=records)
+    leftovers = Leftovers(processes=started, engine=engine.reason, others=others)
     if engine:
         leftovers.images = [image for image in images if container.image_exists(image)]
         leftovers.containers = workshop_containers(leftovers.images)
     return leftovers
 
 
-def stop_processes(processes: Sequence[WorkshopProcess], grace: float = 5.0) -> None:
-    """SIGTERM (services drain and exit), then SIGKILL for whatever is still there after ``grace`` seconds."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    remaining = list(processes)
+def _still_the_one(process: WorkshopProcess) -> psutil.Process | None:
+    """The live process with ``process``'s pid *and* start time; None when it exited or its pid was reused."""
+    return started_processes.StartedProcess(process.pid, process.started_at, "", process.command).process()
+
+
+def _wait_gone(processes: Sequence[WorkshopProcess], timeout: float) -> list[WorkshopProcess]:
+    """Those of ``processes`` still running after ``timeout`` seconds (an exited one not yet reaped is gone)."""
+    deadline = time.monotonic() + timeout
+    remaining = [p for p in processes if _still_the_one(p) is not None]
     while remaining and time.monotonic() < deadline:
-        remaining = [p for p in remaining if _command_line(p.pid) == p.command]
-        time.sleep(0.1)
-    for process in remaining:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(process.pid, signal.SIGKILL)
+        time.sleep(0.05)
+        remaining = [p for p in remaining if _still_the_one(p) is not None]
+    return remaining
+
+
+def _signal(process: WorkshopProcess, how: str) -> None:
+    found = _still_the_one(process)
+    if found is not None:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            getattr(found, how)()  # psutil checks once more that the pid was not reused before signalling
+
+
+def stop_processes(processes: Sequence[WorkshopProcess], grace: float = 5.0, records: Path | None = None) -> None:
+    """SIGTERM (services drain and exit), then SIGKILL for whatever is still there after ``grace`` seconds.
+
+    Each is signalled only while its pid and start time still match; its record is removed once it is gone.
+    """
+    for process in processes:
+        _signal(process, "terminate")
+    for process in _wait_gone(processes, grace):
+        _signal(process, "kill")
+    still_running = _wait_gone(processes, grace)
+    for process in processes:
+        if process not in still_running:
+            started_processes.forget(
+                started_processes.StartedProcess(process.pid, process.started_at, "", process.command), records)
 
 
 def clean(*, remove_images: bool = True, images: Sequence[str] = WORKSHOP_IMAGES,
-          processes: bool = True) -> Leftovers:
-    """Stop the workshop's processes, remove its containers (and images); return what was removed."""
-    found = find_leftovers(images)
+          processes: bool = True, records: Path | None = None) -> Leftovers:
+    """Stop the workshop's processes, remove its containers (and images); return what was removed.
+
+    The look-alikes it did not start are in the answer's ``others``, still running.
+    """
+    found = find_leftovers(images, records)
     if processes:
-        stop_processes(found.processes)
+        stop_processes(found.processes, records=records)
     else:
         found.processes = []
     for container_id in found.containers:

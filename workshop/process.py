@@ -4,6 +4,11 @@ A notebook cell can fail between starting a service and stopping it, and a
 kernel can be killed. So every :class:`ManagedProcess` is stopped three ways:
 explicitly (``stop()`` or a ``with`` block), at interpreter exit (``atexit``),
 and, on Linux, by the kernel when its parent dies (``PR_SET_PDEATHSIG``).
+
+macOS and Windows have no parent-death signal: there a kernel killed with
+``kill -9`` leaves its children running. Each process is therefore recorded
+(pid and start time, :mod:`workshop.started_processes`) while it runs, and
+notebook 09 (:mod:`workshop.cleanup`) stops what such a kernel left behind.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from workshop import started_processes
 
 
 class ProcessError(RuntimeError):
@@ -64,10 +71,12 @@ def on_a_free_port(start: Callable[[int], T], port: int = 0) -> T:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux only (prctl); elsewhere the record in :mod:`workshop.started_processes` is the safety net."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             PR_SET_PDEATHSIG = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            # The C library already loaded into this process (glibc or musl alike), not one found by name.
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
@@ -86,6 +95,7 @@ class ManagedProcess:
         self.cwd = cwd
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.log"
         self._popen: subprocess.Popen | None = None
+        self._record: started_processes.StartedProcess | None = None
 
     @property
     def pid(self) -> int | None:
@@ -108,6 +118,7 @@ class ManagedProcess:
                 self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if in_main_thread else None,
             )
+        self._record = started_processes.record(self._popen.pid, self.name, self.argv)
         atexit.register(self.stop)
         return self
 
@@ -122,6 +133,9 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._popen.kill()
                 self._popen.wait(timeout)
+        if self._record is not None:
+            started_processes.forget(self._record)
+            self._record = None
         atexit.unregister(self.stop)
         return self._popen.returncode
 
