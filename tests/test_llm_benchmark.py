@@ -54,3 +54,39 @@ def test_the_real_model_benchmark_measures_both_dtypes_against_the_in_process_ba
         assert dtype["swap_peak_mb"] >= dtype["rss_mb"] * 0.9
     assert float32["rss_mb"] > bfloat16["rss_mb"], "the bfloat16 copy holds half the bytes of weights"
     assert figures["baseline_tokens_per_s"] > 0 and "x of it in float32" in report
+
+
+def test_the_longest_prompt_fills_the_token_limit_within_the_character_limit(real_models_dir: Path) -> None:
+    """The swap-memory benchmark's prompts are the worst a request may send: near LLM_MAX_INPUT_TOKENS."""
+    from transformers import AutoTokenizer
+
+    from app.llm.config import Settings
+    from benchmarks.llm_swap_memory import longest_prompt
+
+    settings = Settings()
+    tokenizer = AutoTokenizer.from_pretrained(real_models_dir / "smollm2-135m-instruct")
+    text, tokens = longest_prompt(tokenizer, settings, 3)
+    chat = [{"role": "user", "content": text}]
+    counted = len(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                                return_dict=True)["input_ids"])
+    assert counted == tokens and settings.max_input_tokens - 64 <= tokens <= settings.max_input_tokens - 16
+    assert len(text) <= settings.max_input_chars
+
+
+@pytest.mark.slow
+def test_the_swap_memory_benchmark_swaps_under_a_full_batch(
+    real_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import llm_swap_memory
+
+    # small limits, so the full batch is quick: the service in the child process reads the same settings
+    for name, value in {"LLM_MAX_INPUT_TOKENS": "200", "LLM_MAX_NEW_TOKENS_CAP": "24",
+                        "LLM_DEFAULT_MAX_NEW_TOKENS": "24", "LLM_MAX_BATCH_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "swap-memory.json"
+    assert llm_swap_memory.main(["--json", str(out)]) == 0
+    figures, report = json.loads(out.read_text()), capsys.readouterr().out
+    assert figures["prompts"] == 2 and all(150 <= tokens <= 184 for tokens in figures["prompt_tokens"])
+    assert len(figures["endings"]) == 2 and set(figures["endings"]) <= {"stop", "length"}
+    assert figures["idle_mb"] < figures["peak_mb"] < 3000 and figures["peak_mb"] >= figures["before_swap_mb"]
+    assert "peak, swap and batch together" in report
