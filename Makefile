@@ -35,9 +35,15 @@ help:
 	@sed -n 's/^#   //p' Makefile
 
 # The virtual environment, rebuilt when the dependencies change. constraints.txt pins the tested versions.
+# torch first, from PyTorch's CPU index (~190 MB; PyPI's Linux torch is a CUDA build of several GB), where that
+# index answers within TORCH_INDEX_TIMEOUT_S; elsewhere one line says so and PyPI's build comes with the rest.
+# TORCH_INDEX_URL= (empty) skips it.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_TIMEOUT_S ?= 5
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python scripts/install-cpu-torch.py --index-url "$(TORCH_INDEX_URL)" --timeout $(TORCH_INDEX_TIMEOUT_S)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[workshop,llm,dev]"
 	@touch $(STAMP)
 
