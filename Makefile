@@ -79,9 +79,19 @@ test-cluster: $(STAMP)
 hunt: $(STAMP) system-deps
 	HUNT_PYTHON=$(BIN)/python scripts/hunt-flakes.sh $(RUNS) $(BUSY_RUN)
 
-lab: $(STAMP)
+# The workshop's JupyterLab defaults (jupyterlab-settings/overrides.json: no "Jupyter news?" prompt in a
+# learner's first minute), in the venv's JupyterLab: a learner's own settings still win, their home is untouched.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/ml-serving-workshop.json
+# Jupyter refuses to start as root without --allow-root: in a container or a classroom VM the learner often is.
+LAB_USER_ID ?= $(shell id -u)
+LAB_OPTIONS = --notebook-dir=lab$(if $(filter 0,$(LAB_USER_ID)), --allow-root)
+
+$(LAB_OVERRIDES): jupyterlab-settings/overrides.json $(STAMP)
+	@mkdir -p $(dir $@) && cp $< $@
+
+lab: $(STAMP) $(LAB_OVERRIDES)
 	$(BIN)/python -m workshop.editions --output lab
-	$(BIN)/jupyter lab --notebook-dir=lab
+	$(BIN)/jupyter lab $(LAB_OPTIONS)
 
 artifacts/wine/model_card.json: $(STAMP)
 	$(BIN)/python -m app.wine.train --output artifacts/wine
