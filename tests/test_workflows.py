@@ -1,5 +1,6 @@
-"""The GitHub Actions workflows: actionlint (with shellcheck on the run: scripts) passes on each, and the
-cluster workflow runs the workshop on a kind cluster and keeps what it produced."""
+"""The GitHub Actions workflows: actionlint (with shellcheck on the run: scripts) passes on each, the cluster
+workflow runs the workshop on a kind cluster, the macOS one runs the local-target notebooks on a Mac, and
+both keep what they produced. Neither can run here: they are linted and their steps checked."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ SHELLCHECK = VENV_BIN / "shellcheck"
 
 def test_there_are_workflows():
     names = {workflow.name for workflow in WORKFLOWS}
-    assert {"ci.yml", "cluster.yml"} <= names
+    assert {"ci.yml", "cluster.yml", "macos.yml"} <= names
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
@@ -66,4 +67,48 @@ def test_cluster_workflow_uploads_build_always():
     (upload,) = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"].rstrip("/") == "build"
     assert upload["if"] == "always()"
+    assert steps[-1] is upload
+
+
+def _macos_job() -> dict:
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "macos.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    return job
+
+
+def test_the_macos_workflow_runs_on_every_change_and_by_hand():
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "macos.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+    assert _macos_job()["runs-on"] == "macos-latest"
+
+
+def test_the_macos_job_installs_prometheus_with_homebrew_as_the_readme_says_then_runs_the_local_notebooks():
+    steps = _macos_job()["steps"]
+    runs = [step.get("run", "").strip() for step in steps]
+    brew = next(i for i, run in enumerate(runs) if run.startswith("brew install"))
+    assert "prometheus" in runs[brew].split()
+    assert "brew install prometheus" in (PROJECT_ROOT / "README.md").read_text()
+    workshop = runs.index("make workshop")  # TARGET defaults to local
+    assert brew < workshop
+    assert not any("TARGET=" in run for run in runs), "the local target only: no cluster on the runner"
+
+
+def test_the_macos_job_runs_the_process_tests_that_differ_there_before_the_notebooks():
+    runs = [step.get("run", "").strip() for step in _macos_job()["steps"]]
+    (tests,) = [run for run in runs if "pytest" in run]
+    for path in ("tests/test_started_processes.py", "tests/test_process.py", "tests/test_cleanup.py"):
+        assert path in tests.split() and (PROJECT_ROOT / path).is_file()
+    assert runs.index(tests) < runs.index("make workshop")
+
+
+def test_the_macos_job_caches_the_wine_data_where_platformdirs_puts_it_on_macos():
+    (cache,) = [step for step in _macos_job()["steps"] if step.get("uses", "").startswith("actions/cache@")]
+    assert cache["with"]["path"] == "~/Library/Caches/ml-serving-workshop"  # platformdirs' user_cache_dir there
+
+
+def test_the_macos_job_keeps_the_executed_notebooks():
+    steps = _macos_job()["steps"]
+    (upload,) = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"].rstrip("/") == "build" and upload["if"] == "always()"
     assert steps[-1] is upload
