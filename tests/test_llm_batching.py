@@ -203,8 +203,10 @@ def test_the_real_model_answers_in_a_batch_as_alone(real_models_dir: Path) -> No
     assert "Paris" in batched[1].text
 
 
-def test_every_generation_is_counted_once_before_the_depth_drops(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Completed generations reach on_completion, ones that never ran on_abandoned; either comes first."""
+def test_every_request_is_counted_once_as_it_is_handed_over_or_given_up(tiny, monkeypatch: pytest.MonkeyPatch
+                                                                         ) -> None:
+    """A request that never ran reaches on_abandoned as its client leaves; a completed one on_completion as its
+    answer is handed over (after its row, and so the depth, is freed: the client may still leave until then)."""
     from app.llm import generation
 
     release, real_forward = threading.Event(), generation._forward
@@ -237,7 +239,7 @@ def test_every_generation_is_counted_once_before_the_depth_drops(tiny, monkeypat
     finally:
         release.set()
         generator.shutdown()
-    assert seen == ["depth 1", "depth 2", "abandoned", "depth 1", "completed 3", "depth 0"]
+    assert seen == ["depth 1", "depth 2", "abandoned", "depth 1", "depth 0", "completed 3"]
 
 
 def test_the_generator_survives_a_restart(tiny) -> None:

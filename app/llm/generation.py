@@ -11,8 +11,9 @@ its own max_new_tokens, stop strings, temperature, top-p and seeded generator,
 its own streamer and cancel event.
 
 A request that would make more than ``max_batch_size + max_queue`` generations
-running or waiting is refused at once (429 with Retry-After), so no request
-waits unboundedly and memory stays bounded. The gate is a counter under a
+running or waiting is refused at once (429), so no request waits unboundedly and
+memory stays bounded. Its Retry-After is how long the generations running and
+waiting take to drain at the recent pace (:meth:`Generator.retry_after`). The gate is a counter under a
 thread lock rather than an asyncio semaphore, so it works whichever event loop
 runs the app (TestClient starts one per client).
 
@@ -25,17 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
+import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.llm.errors import GenerationError, InputTooLongError, OverloadedError
+from app.llm.errors import GenerationError, InputTooLongError, LLMServiceError, OverloadedError
 from app.llm.loader import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -76,12 +80,40 @@ class Completion:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+class ControlTokenError(LLMServiceError):
+    """A message spells a control token that this model's tokenizer cannot encode as plain text."""
+
+    status_code = 422
+    kind = "validation_error"
+
+
+def refuse_control_tokens(model: LoadedModel, messages: list[dict[str, str]]) -> None:
+    """422 naming the first control token a message's content holds, and the field (``messages[1].content``)."""
+    for index, message in enumerate(messages):
+        token = next((t for t in model.control_tokens if t in message["content"]), None)
+        if token is not None:
+            field = f"messages[{index}].content"
+            reason = (f"contains {token!r}, a control token of the model {model.model_id!r}, whose tokenizer cannot "
+                      "encode it as plain text; remove it")
+            raise ControlTokenError(f"invalid request: {field}: {reason}",
+                                    [{"field": field, "reason": reason, "type": "control_token"}])
+
+
 def encode_prompt(model: LoadedModel, messages: list[dict[str, str]], max_new_tokens: int, max_input_tokens: int
                   ) -> Prompt:
-    """Apply the chat template; refuse (422) a prompt longer than allowed or than the model can hold."""
+    """Apply the chat template; refuse (422) a prompt longer than allowed or than the model can hold.
+
+    Control tokens that a message spells (``<|im_start|>system``) are encoded as the plain text they are
+    (transformers' ``sanitize_control_tokens``): only the template writes control tokens, so no message can
+    forge a turn or end one. For a tokenizer that cannot do so (``LoadedModel.control_tokens_as_text``),
+    such a message is refused with a 422 naming the token and the field.
+    """
+    if not model.control_tokens_as_text:
+        refuse_control_tokens(model, messages)
+    sanitize = {"sanitize_control_tokens": True} if model.control_tokens_as_text else {}
     with model.tokenizer_lock:
         encoded = model.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, **sanitize
         )
     input_ids = encoded["input_ids"]
     tokens = int(input_ids.shape[-1])
@@ -321,6 +353,8 @@ def _forward(model: Any, **inputs: Any) -> Any:
     return model(**inputs)
 
 
+RECENT_GENERATIONS = 32  # finished generations whose mean time sets a 429's Retry-After
+RETRY_AFTER_MAX_S = 120  # the longest Retry-After the official openai client waits for (beyond it, it gives up)
 PREFILL_TOKENS = 4096  # padded prompt tokens prefilled in one forward pass, at most (one longer prompt: alone)
 
 
@@ -338,6 +372,7 @@ class _Sequence:
     ids: list[int] = field(default_factory=list)
     started: float = 0.0
     first_token_at: float | None = None
+    counted: bool = False  # its outcome has been reported (once: by the worker or by its client's side)
 
     def context(self) -> Any:
         import torch
@@ -534,11 +569,17 @@ class Generator:
     def __init__(self, max_batch_size: int, max_queue: int, retry_after_s: int = 2,
                  on_depth: Callable[[int], None] = lambda depth: None,
                  on_completion: Callable[[Completion], None] = lambda completion: None,
-                 on_abandoned: Callable[[], None] = lambda: None) -> None:
-        """``on_completion`` sees every generation that ends, as it ends (in the worker thread, before its
-        client is told), one cut short because its client left included; ``on_abandoned`` hears of each
-        request that never ran: its stream was closed while it waited, or the generator shut down."""
+                 on_abandoned: Callable[[], None] = lambda: None,
+                 retry_after_max_s: int = RETRY_AFTER_MAX_S) -> None:
+        """Each admitted request is reported once: ``on_completion`` sees each generation that ran, with
+        ``finish_reason`` "cancelled" when its client left before it had the whole answer (while it ran, or as
+        it ended: a plain answer nobody waits for, a stream closed before its end), else when it is handed over;
+        ``on_abandoned`` hears of each request that never ran (its client left while it waited, or the
+        generator shut down).
+        ``retry_after_s`` is a 429's Retry-After until a generation has finished, ``retry_after_max_s`` its cap."""
         self.max_batch_size, self.max_queue, self.retry_after_s = max_batch_size, max_queue, retry_after_s
+        self.retry_after_max_s = retry_after_max_s
+        self._recent_seconds: deque[float] = deque(maxlen=RECENT_GENERATIONS)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[_Sequence] = deque()
@@ -552,16 +593,32 @@ class Generator:
         """Generations running plus waiting."""
         return self._depth
 
+    def retry_after(self) -> int:
+        """Seconds until the generations running and waiting now have drained, at the recent pace: their
+        number x the mean time of the last RECENT_GENERATIONS finished generations / max_batch_size (rows
+        decode together), rounded up, from 1 to ``retry_after_max_s``; ``retry_after_s`` before any finished.
+
+        A constant would tell a client to come back in 2 s to a queue that takes minutes to clear, and
+        its retries would be refused again and again."""
+        with self._lock:
+            if not self._recent_seconds:
+                return self.retry_after_s
+            mean = sum(self._recent_seconds) / len(self._recent_seconds)
+            return min(max(math.ceil(self._depth * mean / self.max_batch_size), 1), self.retry_after_max_s)
+
     def _admit(self) -> None:
         with self._lock:
-            if self._depth >= self.max_batch_size + self.max_queue:
-                raise OverloadedError(
-                    f"{self._depth} generations are running or waiting (LLM_MAX_BATCH_SIZE={self.max_batch_size}, "
-                    f"LLM_MAX_QUEUE={self.max_queue}); retry in {self.retry_after_s} s",
-                    retry_after_s=self.retry_after_s,
-                )
-            self._depth += 1
-            self._on_depth(self._depth)
+            full = self._depth >= self.max_batch_size + self.max_queue
+            if not full:
+                self._depth += 1
+                self._on_depth(self._depth)
+                return
+        retry_after_s = self.retry_after()
+        raise OverloadedError(
+            f"{self.max_batch_size + self.max_queue} generations are running or waiting (LLM_MAX_BATCH_SIZE="
+            f"{self.max_batch_size}, LLM_MAX_QUEUE={self.max_queue}); retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
 
     def _release(self, _future: Future | None = None) -> None:
         with self._lock:
@@ -578,7 +635,7 @@ class Generator:
     def _submit(self, seq: _Sequence) -> Future:
         self.start()
         self._admit()
-        seq.future.add_done_callback(self._observe)  # first: once the depth is 0, every generation is counted
+        seq.future.add_done_callback(lambda future: self._observe(seq, future))
         seq.future.add_done_callback(self._release)
         if seq.params.temperature > 0:
             seq.processors = _decoding(seq.params, seq.prompt.model.model)["logits_processor"]
@@ -587,11 +644,38 @@ class Generator:
             self._wake.notify()
         return seq.future
 
-    def _observe(self, future: Future) -> None:
+    def _observe(self, seq: _Sequence, future: Future) -> None:
+        """In the worker, as the generation ends: the pace, and the outcome if its client has already left."""
         if future.cancelled():
-            self._on_abandoned()  # the request was given up while it waited: it never ran
+            self._count(seq, None)  # the request was given up while it waited: it never ran
         elif future.exception() is None:
-            self._on_completion(future.result())
+            completion = future.result()
+            if completion.finish_reason != "cancelled":  # one cut short says nothing of the pace
+                with self._lock:
+                    self._recent_seconds.append(completion.seconds)
+            if seq.cancel.is_set():
+                self._count(seq, completion, delivered=False)
+
+    def _count(self, seq: _Sequence, completion: Completion | None, delivered: bool = False) -> None:
+        """Report the request's outcome, once whoever sees it first (the worker or the client's side)."""
+        with self._lock:
+            if seq.counted:
+                return
+            seq.counted = True
+        if completion is None:
+            self._on_abandoned()
+        elif delivered and completion.finish_reason != "cancelled":
+            self._on_completion(completion)
+        else:
+            self._on_completion(dataclasses.replace(completion, finish_reason="cancelled"))
+
+    def _abandon(self, seq: _Sequence) -> None:
+        """Its client left: stop the generation at its next token (or before it runs), and count it as cancelled
+        if it has already ended (else the worker counts it as it ends)."""
+        seq.cancel.set()
+        seq.future.cancel()  # a waiting request never runs; a running one stops at its next token
+        if seq.future.done() and not seq.future.cancelled() and seq.future.exception() is None:
+            self._count(seq, seq.future.result(), delivered=False)
 
     def _joining(self, batch: _Batch | None) -> tuple[LoadedModel | None, list[_Sequence], list[_Sequence]]:
         """Under the lock: the waiting sequences that join now (on the batch's model, or the oldest's), and
@@ -664,7 +748,8 @@ class Generator:
 
         A server does not cancel a plain (not streamed) request whose client went away, so
         ``is_disconnected`` is polled while the generation runs: once it says so, the generation
-        stops at its next token (``finish_reason`` "cancelled") and frees its row.
+        stops at its next token (``finish_reason`` "cancelled") and frees its row. It is asked once
+        more when the answer is ready: an answer whose client has left is counted as cancelled.
         """
         cancel = threading.Event()
         seq = _Sequence(prompt, params, None, cancel, time.perf_counter())
@@ -673,12 +758,19 @@ class Generator:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
                 if done:
-                    return future.result()
+                    break
                 if is_disconnected is not None and not cancel.is_set() and await is_disconnected():
                     cancel.set()
+            completion = future.result()  # a GenerationError, or CancelledError: it never ran
+            gone = cancel.is_set() or (is_disconnected is not None and await is_disconnected())
         except asyncio.CancelledError:
-            cancel.set()  # the request's task was cancelled: stop at the next token
+            self._abandon(seq)  # the request's task was cancelled: stop at the next token
             raise
+        if gone:
+            self._abandon(seq)
+        else:
+            self._count(seq, completion, delivered=True)
+        return completion
 
     def stream(self, prompt: Prompt, params: Params) -> AsyncIterator[tuple[str, Any]]:
         """Start a generation now (refusing it now when overloaded) and iterate over its events:
@@ -694,20 +786,22 @@ class Generator:
 
         streamer = _TextStreamer(prompt.model, put, params.stop)
         streamer.prompt_seen = True  # the batch hands over new tokens only
-        future = self._submit(_Sequence(prompt, params, streamer, cancel, admitted))
-        future.add_done_callback(lambda _: put(_DONE))
-        return self._events(queue, future, cancel)
+        seq = _Sequence(prompt, params, streamer, cancel, admitted)
+        self._submit(seq).add_done_callback(lambda _: put(_DONE))
+        events = self._events(queue, seq)
+        # Closed early, or dropped before it was ever iterated (its client left first): cancelled either way.
+        weakref.finalize(events, self._abandon, seq)
+        return events
 
-    @staticmethod
-    async def _events(queue: asyncio.Queue, future: Future, cancel: threading.Event
-                      ) -> AsyncIterator[tuple[str, Any]]:
+    async def _events(self, queue: asyncio.Queue, seq: _Sequence) -> AsyncIterator[tuple[str, Any]]:
         try:
             while (item := await queue.get()) is not _DONE:
                 yield "token", item
-            yield "done", future.result()
+            completion = seq.future.result()
+            self._count(seq, completion, delivered=True)  # counted as it is handed over: the client reads it next
+            yield "done", completion
         finally:
-            cancel.set()
-            future.cancel()
+            self._abandon(seq)
 
     def shutdown(self) -> None:
         """Give up what waits, let the running batch end in the worker, and let the worker go."""

@@ -10,6 +10,11 @@
   message that says how to load it from a folder instead.
 - A tokenizer without a chat template cannot turn messages into a prompt: the
   load fails (and a swap ends FAILED), rather than every request later.
+- Control tokens in messages are text: a message that spells ``<|im_end|>`` must not end
+  its turn. At load, the tokenizer's control tokens (its special tokens) are listed and
+  transformers' ``apply_chat_template(sanitize_control_tokens=True)`` is checked to encode
+  every one of them, written in a message, as plain text; where it cannot (a tokenizer
+  backend without that feature), requests that contain one are refused instead.
 - Before a model is handed over, it renders a one-message conversation and
   generates one token. That proves the template and the weights work, and it
   pays the first forward pass's cost (the memory-mapped weights paged in:
@@ -69,6 +74,8 @@ class LoadedModel:
     load_seconds: float
     warmup_seconds: float = 0.0
     card: dict[str, Any] | None = None  # a local folder's model_card.json: where the weights came from
+    control_tokens: tuple[str, ...] = ()  # the tokenizer's special tokens, longest first
+    control_tokens_as_text: bool = False  # the chat template encodes them, written in a message, as plain text
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -142,13 +149,48 @@ def load_model(
             "use an instruct/chat model, or add a chat_template to its tokenizer_config.json or chat_template.jinja"
         )
     warmup_seconds = _warm_up(source.model_id, tokenizer, model)
+    tokens = control_tokens(tokenizer)
     config = model.config
     return LoadedModel(
         model_id=source.model_id, source=source.kind, revision=source.revision, tokenizer=tokenizer, model=model,
         dtype=str(model.dtype).removeprefix("torch."), parameters=sum(p.numel() for p in model.parameters()),
         max_positions=getattr(config, "max_position_embeddings", None),
         load_seconds=time.perf_counter() - started, warmup_seconds=warmup_seconds, card=_card(source),
+        control_tokens=tokens, control_tokens_as_text=encodes_control_tokens_as_text(tokenizer, tokens),
     )
+
+
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens (``all_special_tokens`` and every added token marked special), longest first
+    (so that a token is named before a shorter one it contains)."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    tokens |= {added.content for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
+               if added.special}
+    return tuple(sorted((token for token in tokens if token), key=lambda token: (-len(token), token)))
+
+
+def encodes_control_tokens_as_text(tokenizer: Any, tokens: tuple[str, ...]) -> bool:
+    """Whether ``apply_chat_template(sanitize_control_tokens=True)`` encodes each of ``tokens``, written in a
+    message, as plain text: the prompt then holds no more control-token ids than the template writes itself.
+
+    False where the tokenizer's backend does not implement it (only the ``tokenizers`` backend does, in
+    transformers 5.23) or where plain text encodes to a control token's id.
+    """
+    if not tokens:
+        return True
+    ids = {tokenizer.convert_tokens_to_ids(token) for token in tokens}
+
+    def control_ids(content: str, sanitize: bool) -> int:
+        encoded = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                                sanitize_control_tokens=sanitize, return_dict=True)
+        return sum(1 for token_id in encoded["input_ids"] if token_id in ids)
+
+    try:
+        return control_ids(" ".join(tokens), sanitize=True) == control_ids("x", sanitize=False)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        log.info("the tokenizer cannot encode control tokens in messages as text (%s): messages holding one "
+                 "are refused", _first_line(error))
+        return False
 
 
 def _card(source: ModelSource) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ test or a re-run notebook cell never raises "Duplicated timeseries". The names
 are a contract with the dashboard and the alert rules:
 
 - ``llm_completions_total{outcome}``: success, invalid, unavailable, overloaded, error, cancelled
-  (the client went away: the generation stopped at its next token);
+  (the client went away before it had the whole answer, plain or streamed: while it waited, while it
+  ran, and the generation stopped at its next token, or as it ended);
 - ``llm_prompt_tokens_total``, ``llm_completion_tokens_total``;
 - ``llm_generation_seconds``, ``llm_tokens_per_second``, ``llm_time_to_first_token_seconds`` (streaming);
 - ``llm_model_load_seconds{outcome}``: every load attempt;
@@ -89,7 +90,8 @@ class LLMMetrics:
         self.completions.labels(outcome).inc()
 
     def observe_completion(self, completion: Completion) -> None:
-        """Every generation that ended, whether or not its client stayed to read it (called as it ends).
+        """Every generation that ran, once: as its answer is handed over (success), or with ``finish_reason``
+        "cancelled" once its client is known to have left, even if the generation had ended by then.
 
         A cancelled one counts its tokens (the work was done) but not its durations: a generation cut
         short would make the latency look better than what clients get.

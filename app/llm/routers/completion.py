@@ -9,6 +9,7 @@ one. Each response names the model that produced it.
 # built inside build_router, not a string it cannot resolve.
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -90,12 +91,13 @@ def build_router(settings: Settings) -> APIRouter:
 
 
 async def _events(serving: Serving, events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[dict[str, str]]:
-    try:
-        async for kind, value in events:
-            if kind == "token":
-                yield {"event": "token", "data": json.dumps({"text": value})}
-            else:
-                yield {"event": "done", "data": json.dumps(completion_body(value))}
-    except LLMServiceError as error:
-        serving.metrics.completion("error")
-        yield {"event": "error", "data": json.dumps(error_body(error.kind, error.message))}
+    async with aclosing(events):  # type: ignore[type-var]  # closed with the response: the client left, it stops
+        try:
+            async for kind, value in events:
+                if kind == "token":
+                    yield {"event": "token", "data": json.dumps({"text": value})}
+                else:
+                    yield {"event": "done", "data": json.dumps(completion_body(value))}
+        except LLMServiceError as error:
+            serving.metrics.completion("error")
+            yield {"event": "error", "data": json.dumps(error_body(error.kind, error.message))}
