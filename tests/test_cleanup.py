@@ -89,11 +89,14 @@ def _no_proc_reader() -> Iterator[None]:
         _REFUSING_PROC[0] = False
 
 
-def test_a_wine_service_started_by_hand_survives_cleanup_and_is_listed_with_how_to_stop_it(model_dir, records):
+@pytest.mark.parametrize("command", [["-m", "uvicorn", "app.wine.api:app"], ["-m", "app.wine"]],
+                         ids=["uvicorn app.wine.api:app", "python -m app.wine"])
+def test_a_wine_service_started_by_hand_survives_cleanup_and_is_listed_with_how_to_stop_it(
+        command, model_dir, records):
     """The look-alike: the same command line as the workshop's service, but the workshop did not start it."""
     port = free_port()
     by_hand = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.wine.api:app", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, "WINE_MODEL_DIR": str(model_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     with _stopped(by_hand):
@@ -186,6 +189,15 @@ def test_without_a_proc_reader_the_cleanup_still_finds_lists_and_stops(records):
             assert ours.stop() is not None and lookalike.poll() is None
         finally:
             ours.stop()
+
+
+def test_what_looks_like_the_workshops_the_service_entry_points_and_the_markers():
+    assert cleanup.looks_like_the_workshops(["python", "-m", "app.wine", "--port", "8000"])
+    assert cleanup.looks_like_the_workshops(["python", "-m", "app.llm"])
+    assert cleanup.looks_like_the_workshops(["python", "-m", "uvicorn", "app.wine.api:app"])
+    assert cleanup.looks_like_the_workshops(["locust", "-f", "load_tests/locustfile.py", "--headless"])
+    assert not cleanup.looks_like_the_workshops(["python", "-m", "app.llm.fetch_model", "--dest", "x"])
+    assert not cleanup.looks_like_the_workshops(["vim", "app/wine/api.py"])
 
 
 def test_unrelated_processes_and_the_caller_are_left_alone(records):

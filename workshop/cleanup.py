@@ -36,10 +36,12 @@ WORKSHOP_IMAGES = (
     "ml-serving-workshop/wine-locust:latest",
     "ml-serving-workshop/llm-service:latest",
 )
-# Command-line fragments of the processes the workshop starts (workshop.targets, workshop.loadtest): a
-# process of this user that carries one but is not in the record is listed, never stopped.
+# What marks a process as one the workshop could have started (workshop.targets, workshop.loadtest): a process
+# of this user that looks like one but is not in the record is listed, never stopped. The services' entry
+# points (``python -m app.wine``, as the local target and the README start them), then command-line fragments.
+SERVICE_MODULES = ("app.wine", "app.llm")
 PROCESS_MARKERS = (
-    "app.wine.api:app",
+    "app.wine.api:app",  # uvicorn started by hand on the app itself
     "app.llm.api:app",
     "load_tests/locustfile.py",
     "wine-monitoring-",  # the local Prometheus' working folder
@@ -101,9 +103,15 @@ def recorded_processes(records: Path | None = None) -> list[WorkshopProcess]:
             if started.pid not in spared]
 
 
+def looks_like_the_workshops(argv: Sequence[str], markers: Sequence[str] = PROCESS_MARKERS) -> bool:
+    """``argv`` runs a service module (``-m app.wine``) or carries one of ``markers``."""
+    runs_a_service = any(argv[i] == "-m" and argv[i + 1] in SERVICE_MODULES for i in range(len(argv) - 1))
+    return runs_a_service or any(marker in " ".join(argv) for marker in markers)
+
+
 def lookalike_processes(markers: Sequence[str] = PROCESS_MARKERS,
                         leave_out: Iterable[int] = ()) -> list[WorkshopProcess]:
-    """Processes of this user whose command line carries one of ``markers``, other than ``leave_out``."""
+    """Processes of this user that look like the workshop's (:func:`looks_like_the_workshops`), but ``leave_out``."""
     ignored = _spared() | set(leave_out)
     me = psutil.Process().username()
     found = []
@@ -111,9 +119,8 @@ def lookalike_processes(markers: Sequence[str] = PROCESS_MARKERS,
         info = process.info
         if info["pid"] in ignored or info["username"] != me or not info["cmdline"]:
             continue
-        command = " ".join(info["cmdline"])
-        if any(marker in command for marker in markers):
-            found.append(WorkshopProcess(info["pid"], command, info["create_time"] or 0.0))
+        if looks_like_the_workshops(info["cmdline"], markers):
+            found.append(WorkshopProcess(info["pid"], " ".join(info["cmdline"]), info["create_time"] or 0.0))
     return sorted(found, key=lambda p: p.pid)
 
 
