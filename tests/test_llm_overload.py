@@ -128,10 +128,11 @@ LIVE_TOKEN_S = 0.01  # each forward pass of the live server takes at least this 
 
 @pytest.fixture
 def live_server(llm_models_dir, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The app in a real uvicorn on 127.0.0.1, one row decoding at a time (a second request waits), each token
-    at least LIVE_TOKEN_S."""
+    """The app in a real uvicorn on 127.0.0.1, with the protocol ``python -m app.llm`` serves it with, one row
+    decoding at a time (a second request waits), each token at least LIVE_TOKEN_S."""
     import uvicorn
 
+    from app.common.server import guarded_protocol
     from app.llm import generation
     from app.llm.api import create_app
     from app.llm.config import Settings
@@ -144,10 +145,12 @@ def live_server(llm_models_dir, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(generation, "_forward", paced)
-    app = create_app(Settings(models_dir=llm_models_dir, default_model=MODEL_A, hub_offline=True,
-                              max_new_tokens_cap=480, max_batch_size=1, max_queue=4))
+    settings = Settings(models_dir=llm_models_dir, default_model=MODEL_A, hub_offline=True, max_new_tokens_cap=480,
+                        max_batch_size=1, max_queue=4)
+    app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           http=guarded_protocol(settings)))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
