@@ -1,11 +1,17 @@
 """Benchmark of the wine service against a minimal app on the same server stack.
 
 ``python -m benchmarks.wine_service [--duration 10] [--connections 8] [--repeat 1]
-[--model-dir DIR] [--json PATH] [--check]``
+[--model-dir DIR] [--stacks entry-point,uvicorn,...] [--json PATH] [--check]``
 
 The service (``app.wine.api:app``) and a baseline (:mod:`benchmarks.baseline_app`,
 which parses the same request schemas and answers a constant) are served by the
-same uvicorn, options and Python, pinned to one core. ``wrk``, pinned to the
+same server stack, options and Python, pinned to one core. The stack is the
+service's entry point (``python -m app.wine``: uvicorn with httptools behind the
+limits of :mod:`app.common.server`) unless ``--stacks`` names others to compare
+it with: ``uvicorn`` (plain ``uvicorn APP``, httptools, no limits), ``uvicorn-h11``
+(h11 with its size limit, keep-alive timeout and concurrency limit), ``hypercorn``
+and ``granian`` (each with its own header timeout and limits; installed apart,
+the project does not depend on them). ``wrk``, pinned to the
 other core so that the load generator is not what is measured, loads them in
 turn, baseline and service back to back so that both see the same machine.
 
@@ -24,6 +30,7 @@ model, a server that does not start, an error response during the load).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +56,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_APP = "app.wine.api:app"
 BASELINE_APP = "benchmarks.baseline_app:app"
 SERVERS = (("baseline", BASELINE_APP), ("service", SERVICE_APP))
+# The limits each compared stack is given, as close to the entry point's defaults as its options allow.
+MAX_HEADER_BYTES, HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS = 32_768, 10, 5, 512
+# The baseline served by the entry point's code (the service's is `python -m app.wine`).
+BASELINE_ON_ENTRY_POINT = (
+    "import sys; from app.common.server import main; from app.wine.config import get_settings; "
+    f"sys.exit(main({BASELINE_APP!r}, get_settings, sys.argv[1:], prog='baseline'))"
+)
+STACKS = ("entry-point", "uvicorn", "uvicorn-h11", "hypercorn", "granian")
+STACK_PACKAGES = {"hypercorn": "hypercorn", "granian": "granian"}  # not the project's dependencies
 BATCH_SIZE = 100
 SAMPLE_SEED = 42
 
@@ -96,6 +112,7 @@ class Options:
     model_dir: Path
     server_cpu: int
     wrk_cpu: int
+    stack: str = "entry-point"
 
 
 @dataclass(frozen=True)
@@ -241,12 +258,29 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, cpu: int) ->
 # --- servers ---------------------------------------------------------------
 
 
-def server_argv(app: str, port: int, cpu: int) -> list[str]:
-    """The one command line for the service and the baseline, so only the app differs."""
-    return [
-        "taskset", "-c", str(cpu), sys.executable, "-m", "uvicorn", app,
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]
+def server_argv(app: str, port: int, cpu: int, stack: str = "entry-point") -> list[str]:
+    """The command line of ``stack`` for the service or the baseline, so only the app differs."""
+    host, uvicorn = "127.0.0.1", ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-access-log", "--log-level", "warning"]
+    if stack == "entry-point":
+        start = ["-m", "app.wine"] if app == SERVICE_APP else ["-c", BASELINE_ON_ENTRY_POINT]
+        argv = [*start, "--host", host, "--port", str(port)]
+    elif stack == "uvicorn":
+        argv = uvicorn
+    elif stack == "uvicorn-h11":
+        argv = [*uvicorn, "--http", "h11", "--h11-max-incomplete-event-size", str(MAX_HEADER_BYTES),
+                "--timeout-keep-alive", str(IDLE_TIMEOUT_S), "--limit-concurrency", str(MAX_CONNECTIONS)]
+    elif stack == "hypercorn":
+        argv = ["-m", "hypercorn", app, "--bind", f"{host}:{port}", "--keep-alive", str(IDLE_TIMEOUT_S),
+                "--read-timeout", str(HEADER_TIMEOUT_S), "--log-level", "warning"]
+    elif stack == "granian":
+        argv = ["-m", "granian", "--interface", "asgi", app, "--host", host, "--port", str(port), "--workers", "1",
+                "--runtime-threads", "1", "--http", "1", "--no-ws", "--http1-buffer-size", str(MAX_HEADER_BYTES),
+                "--http1-header-read-timeout", str(HEADER_TIMEOUT_S * 1000), "--backpressure", str(MAX_CONNECTIONS),
+                "--log-level", "warning"]
+    else:
+        raise BenchmarkError(f"unknown stack {stack!r}; choose from {', '.join(STACKS)}")
+    return ["taskset", "-c", str(cpu), sys.executable, *argv]
 
 
 def server_env(model_dir: Path) -> dict[str, str]:
@@ -258,7 +292,7 @@ def start_server(name: str, app: str, options: Options, log_dir: Path) -> tuple[
     """Start one pinned server and wait until it is ready to take traffic."""
     port = free_port()
     process = ManagedProcess(
-        name, server_argv(app, port, options.server_cpu), env=server_env(options.model_dir),
+        name, server_argv(app, port, options.server_cpu, options.stack), env=server_env(options.model_dir),
         cwd=PROJECT_ROOT, log_path=log_dir / f"{name}.log",
     )
     process.start()
@@ -345,7 +379,7 @@ def running_servers(options: Options, folder: Path) -> Iterator[dict[str, Server
     servers: dict[str, Server] = {}
     try:
         for name, app in SERVERS:
-            log(f"starting the {name} ({app}) on CPU {options.server_cpu}")
+            log(f"starting the {name} ({app}, stack {options.stack}) on CPU {options.server_cpu}")
             process, url = start_server(name, app, options, folder)
             servers[name] = Server(name, process, url)
         yield servers
@@ -476,6 +510,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
     return {
         "settings": {
             "duration_s": options.duration, "warmup_s": options.warmup, "repeat": options.repeat,
+            "stack": options.stack, "argv": server_argv(SERVICE_APP, 0, options.server_cpu, options.stack)[3:],
             "connections": options.connections, "wrk_threads": 1, "server_cpu": options.server_cpu,
             "wrk_cpu": options.wrk_cpu, "batch_size": BATCH_SIZE,
             "body_bytes": {load.endpoint.path: len(load.body) for load in loads},
@@ -500,6 +535,7 @@ def format_report(figures: dict[str, Any]) -> str:
     lines = [
         f"Wine service benchmark: {s['duration_s']} s per run after {s['warmup_s']} s warm-up{median}, "
         f"{s['connections']} connections; server on CPU {s['server_cpu']}, wrk (1 thread) on CPU {s['wrk_cpu']}",
+        f"stack {s.get('stack', 'entry-point')}: {' '.join(s.get('argv', []))}",
         f"model {s['model_version']}; Python {s['python']}, uvicorn {s['uvicorn']}, fastapi {s['fastapi']}, "
         f"pydantic {s['pydantic']}, onnxruntime {s['onnxruntime']}; {s['wrk']}",
         "",
@@ -538,6 +574,39 @@ def format_report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(stacks: Sequence[dict[str, Any]]) -> str:
+    """The service on each stack side by side: requests/s and p50/p99 per endpoint, peak memory."""
+    lines = ["Stacks compared (the service; baseline ratios in each stack's table above):",
+             f"{'stack':<14}{'endpoint':<16}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'vs entry-point':>16}"
+             f"{'peak RSS MB':>13}"]
+    reference = {run["endpoint"]: run["requests_per_s"] for run in stacks[0]["runs"] if run["server"] == "service"}
+    for figures in stacks:
+        for run in (run for run in figures["runs"] if run["server"] == "service"):
+            lines.append(
+                f"{figures['settings']['stack']:<14}{run['endpoint']:<16}{run['requests_per_s']:>12,.1f}"
+                f"{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}{run['requests_per_s'] / reference[run['endpoint']]:>16.0%}"
+                f"{figures['memory']['service']['peak_rss_mb']:>13.1f}"
+            )
+    return "\n".join(lines)
+
+
+def require_stack(stack: str) -> None:
+    """The compared servers the project does not depend on must be installed by hand."""
+    package = STACK_PACKAGES.get(stack)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise BenchmarkError(f"stack {stack} needs {package}, which the project does not install: "
+                             f"`pip install {package}` to compare it")
+
+
+def stack_list(text: str) -> list[str]:
+    """argparse type: a comma-separated list of known stacks."""
+    stacks = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in stacks if name not in STACKS]
+    if unknown or not stacks:
+        raise argparse.ArgumentTypeError(f"unknown stack(s) {unknown}; choose from {', '.join(STACKS)}")
+    return stacks
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Refuse early, with the fix, rather than wait for a service that will never be ready."""
     if not (model_dir / "model_card.json").is_file():
@@ -573,7 +642,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=positive_int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="model folder to serve (default: artifacts/wine of the project)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--stacks", type=stack_list, default=["entry-point"], metavar="NAMES",
+                        help=f"server stacks to run on, comma-separated, the first the reference: {', '.join(STACKS)} "
+                        "(default entry-point: python -m app.wine)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the figures as JSON (with several stacks: {\"stacks\": [figures, ...]})")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
 
@@ -583,16 +656,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = (args.model_dir or PROJECT_ROOT / "artifacts" / "wine").resolve()
     try:
         server_cpu, wrk_cpu = default_cpus()
-        options = Options(args.duration, args.warmup, args.repeat, args.connections, model_dir, server_cpu, wrk_cpu)
-        figures = run_benchmark(options)
+        for stack in args.stacks:
+            require_stack(stack)
+        stacks = [
+            run_benchmark(Options(args.duration, args.warmup, args.repeat, args.connections, model_dir, server_cpu,
+                                  wrk_cpu, stack))
+            for stack in args.stacks
+        ]
     except (BenchmarkError, ProcessError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2
-    print(format_report(figures))
+    print("\n\n".join(format_report(figures) for figures in stacks))
+    if len(stacks) > 1:
+        print("\n" + format_comparison(stacks))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    missed = [target for target in figures["targets"] if not target["passed"]]
+        written = stacks[0] if len(stacks) == 1 else {"stacks": stacks}
+        args.json.write_text(json.dumps(written, indent=2) + "\n")
+    missed = [target for target in stacks[0]["targets"] if not target["passed"]]
     return 1 if args.check and missed else 0
 
 
