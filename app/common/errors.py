@@ -8,7 +8,8 @@ Every error a client sees is JSON of one shape::
 them the same way. Each service defines its own exceptions in its ``errors`` module; :func:`install_error_handlers`
 maps them, and every other error, to responses. A service that also speaks another API's dialect under a path
 prefix (the LLM service's OpenAI-compatible ``/v1/``) gives a :data:`Formatter` for it, which rewrites the status
-and body there.
+and body there. What both services raise alike (:class:`ModelNotReadyError`, the body guard's 413 and 415) is
+defined here once; ``app.common.schemas`` documents the shape in OpenAPI.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ class ServiceError(HTTPException):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.kind, self.message, self.details, **({"state": self.state} if self.state else {}))
+
+
+class ModelNotReadyError(ServiceError):
+    """No model serves (none loaded yet, still loading, or the load failed); the message says which."""
+
+    status_code = 503
+    kind = "model_not_ready"
 
 
 class PayloadTooLargeError(ServiceError):

@@ -19,6 +19,7 @@ from app.common.errors import install_error_handlers
 from app.common.guards import BodyGuard
 from app.common.http import add_routes, expose_http_metrics
 from app.common.logs import configure_logging
+from app.common.probes import router as liveness
 from app.llm.config import Settings
 from app.llm.dependencies import Serving
 from app.llm.generation import Generator
@@ -54,7 +55,8 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     app.state.settings, app.state.metrics = settings, metrics
     app.state.serving = Serving(settings, manager, generator, metrics)
 
-    routers = (probes.router, model.router, completion.build_router(settings), openai_compat.build_router(settings))
+    routers = (liveness, probes.router, model.router, completion.build_router(settings),
+               openai_compat.build_router(settings))
     for router in routers:
         add_routes(app, router)
 

@@ -2,12 +2,19 @@
 
 The JSON shape of every error is the one both services share (``app.common.errors``), plus ``"state"``
 when the lifecycle is the reason (503, 409), so a client knows whether to wait (LOADING) or to act
-(NOT_DEPLOYED, FAILED).
+(NOT_DEPLOYED, FAILED). ``ModelNotReadyError`` (no model serves: NOT_DEPLOYED, the first LOADING, or a first
+load that FAILED) is the one both services raise, from ``app.common.errors``, re-exported here.
 """
 
 from __future__ import annotations
 
-from app.common.errors import PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError, error_body
+from app.common.errors import (
+    ModelNotReadyError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+    error_body,
+)
 
 __all__ = ["GenerationError", "InputTooLongError", "InvalidModelIdError", "LLMServiceError", "ModelNotReadyError",
            "OverloadedError", "PayloadTooLargeError", "SwapInProgressError", "UnsupportedMediaTypeError",
@@ -16,13 +23,6 @@ __all__ = ["GenerationError", "InputTooLongError", "InvalidModelIdError", "LLMSe
 
 class LLMServiceError(ServiceError):
     """Base of the LLM service's own errors (``state`` adds the lifecycle state to the body)."""
-
-
-class ModelNotReadyError(LLMServiceError):
-    """No model serves (NOT_DEPLOYED, the first LOADING, or a first load that FAILED)."""
-
-    status_code = 503
-    kind = "model_not_ready"
 
 
 class OverloadedError(LLMServiceError):

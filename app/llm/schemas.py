@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
+from app.common.schemas import ErrorResponse as SharedErrorResponse
 from app.llm.config import Settings
 
 Role = Literal["system", "user", "assistant"]
@@ -173,14 +174,7 @@ class ModelResponse(BaseModel):
         default=None, description="The model folder's model_card.json (source, checksum, dtype, licence), if any.")
 
 
-class ErrorDetail(BaseModel):
-    field: str
-    reason: str
-    type: str = ""
+class ErrorResponse(SharedErrorResponse):
+    """The shape both services answer errors with, plus the lifecycle ``state`` where it is the reason."""
 
-
-class ErrorResponse(BaseModel):
-    error: str = Field(description="Kind of error, e.g. `validation_error`, `model_not_ready`, `overloaded`.")
-    message: str
-    details: list[ErrorDetail] = []
     state: State | None = Field(default=None, description="The lifecycle state, when it is the reason.")

@@ -16,6 +16,7 @@ from app.common.errors import install_error_handlers
 from app.common.guards import BodyGuard
 from app.common.http import add_routes, expose_http_metrics
 from app.common.logs import configure_logging
+from app.common.probes import router as liveness
 from app.wine.config import Settings
 from app.wine.dependencies import Serving
 from app.wine.metrics import HTTP_LATENCY_BUCKETS, InFlightRequests, WineMetrics
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.model, app.state.metrics = settings, model, metrics
     app.state.serving = Serving(model, metrics)
 
-    for router in (probes.router, model_card.router, predict.build_router(settings.max_batch_size)):
+    for router in (liveness, probes.router, model_card.router, predict.build_router(settings.max_batch_size)):
         add_routes(app, router)
 
     def on_rejected(request: Request, details: list[dict]) -> None:

@@ -1,17 +1,12 @@
-"""The wine service's domain exceptions; ``app.common.errors`` maps them to the shared JSON shape."""
+"""The wine service's domain exceptions; ``app.common.errors`` maps them to the shared JSON shape.
+
+All the wine service raises is what both services raise alike (no model yet: 503; the body guard's 413 and
+415), defined once in ``app.common.errors`` and re-exported here, so the service's modules import their
+errors from one place, as the LLM service's do from ``app.llm.errors``.
+"""
 
 from __future__ import annotations
 
-from app.common.errors import PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError, error_body
+from app.common.errors import ModelNotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError, error_body
 
-__all__ = ["ModelNotReadyError", "PayloadTooLargeError", "UnsupportedMediaTypeError", "WineServiceError",
-           "error_body"]
-
-
-class WineServiceError(ServiceError):
-    """Base of the wine service's own errors."""
-
-
-class ModelNotReadyError(WineServiceError):
-    status_code = 503
-    kind = "model_not_ready"
+__all__ = ["ModelNotReadyError", "PayloadTooLargeError", "UnsupportedMediaTypeError", "error_body"]

@@ -21,7 +21,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.common.schemas import ErrorDetail, ErrorResponse
 from app.wine.features import FEATURES, QUALITY_RANGE
+
+__all__ = ["EXAMPLE_WINE", "BatchPredictionResponse", "Color", "ErrorDetail", "ErrorResponse", "Prediction",
+           "PredictionResponse", "Quality", "WineInput", "batch_request_model"]
 
 Color = Literal["red", "white"]
 EXAMPLE_WINE = {**{f.name: f.example for f in FEATURES}, "color": "red"}
@@ -97,15 +101,3 @@ class PredictionResponse(BaseModel):
 class BatchPredictionResponse(BaseModel):
     predictions: list[Prediction] = Field(description="One prediction per instance, in request order.")
     model_version: str
-
-
-class ErrorDetail(BaseModel):
-    field: str = Field(description="Where the problem is, e.g. `instances[2].alcohol`.")
-    reason: str
-    type: str = ""
-
-
-class ErrorResponse(BaseModel):
-    error: str = Field(description="Kind of error, e.g. `validation_error`, `model_not_ready`.")
-    message: str
-    details: list[ErrorDetail] = []

@@ -1,4 +1,5 @@
-"""Liveness and readiness, kept apart: a process loading its first model is alive but not ready.
+"""Readiness; liveness (``/health``) is both services' one route, ``app.common.probes``: a process loading its
+first model is alive but not ready.
 
 Readiness follows what serves, not the lifecycle state: during a swap (LOADING)
 and after a failed one (FAILED) the previous model still answers, so the pod
@@ -11,16 +12,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.llm.dependencies import ServingDep
-from app.llm.errors import error_body
+from app.llm.errors import ModelNotReadyError
 from app.llm.manager import not_ready_reason
 from app.llm.schemas import ErrorResponse
 
 router = APIRouter(tags=["probes"])
-
-
-@router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 @router.get(
@@ -31,8 +27,6 @@ async def health() -> dict[str, str]:
 async def ready(serving: ServingDep) -> JSONResponse:
     snapshot = serving.manager.lifecycle.snapshot()
     if not snapshot.ready:
-        return JSONResponse(
-            status_code=503,
-            content=error_body("model_not_ready", not_ready_reason(snapshot), state=snapshot.state.value),
-        )
+        not_ready = ModelNotReadyError(not_ready_reason(snapshot), state=snapshot.state.value)
+        return JSONResponse(status_code=not_ready.status_code, content=not_ready.body())
     return JSONResponse({"status": "ready", "model_id": snapshot.serving_model_id, "state": snapshot.state.value})

@@ -1,4 +1,5 @@
-"""Liveness and readiness, kept apart: a process without a model is alive but not ready."""
+"""Readiness: 200 once the model is loaded. Liveness (``/health``) is both services' one route, ``app.common.probes``:
+a process without a model is alive but not ready."""
 
 from __future__ import annotations
 
@@ -6,22 +7,19 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.wine.dependencies import ModelDep
-from app.wine.errors import error_body
+from app.wine.errors import ModelNotReadyError
+from app.wine.schemas import ErrorResponse
 
 router = APIRouter(tags=["probes"])
-
-
-@router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 @router.get(
     "/ready",
     summary="Readiness: 200 once the model is loaded, 503 before",
-    responses={503: {"description": "The model is not loaded; the body says why."}},
+    responses={503: {"model": ErrorResponse, "description": "The model is not loaded; the body says why."}},
 )
 async def ready(model: ModelDep) -> JSONResponse:
     if not model.ready:
-        return JSONResponse(status_code=503, content=error_body("model_not_ready", model.not_ready_reason()))
+        not_ready = ModelNotReadyError(model.not_ready_reason())
+        return JSONResponse(status_code=not_ready.status_code, content=not_ready.body())
     return JSONResponse({"status": "ready", "model_version": model.version})
