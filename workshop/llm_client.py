@@ -1,44 +1,28 @@
 """Talk to the LLM service as any client would: over HTTP, with plain JSON and server-sent events.
 
 The notebooks, the swap benchmark and the tests drive the service through this
-class; it never imports the service's code.
+class; it never imports the service's code. Refusals raise :class:`~workshop.exceptions.ServiceError` (also
+importable here as :data:`LLMServiceError`, the name notebook 07 catches) and ``/metrics`` is parsed by
+:mod:`workshop.service_client`, as for the wine service.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+from workshop.exceptions import ServiceError, StateTimeoutError
+from workshop.service_client import metrics_by_series, read_json
+from workshop.waiting import wait_for
+
+__all__ = ["STATES", "LLMClient", "LLMServiceError", "StateTimeoutError"]
 
 STATES = ("NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED")
-
-
-class LLMServiceError(RuntimeError):
-    """The service refused a request; carries the status and its JSON error body."""
-
-    def __init__(self, status_code: int, body: Any) -> None:
-        message = body.get("message", body) if isinstance(body, dict) else body
-        super().__init__(f"HTTP {status_code}: {message}")
-        self.status_code = status_code
-        self.body = body
-
-
-class StateTimeoutError(TimeoutError):
-    """The service did not reach the wanted state in time; carries the last status seen."""
-
-    def __init__(self, states: Iterable[str], timeout: float, status: dict[str, Any] | None) -> None:
-        state = status.get("state") if status else "unknown"
-        error = (status or {}).get("last_error")
-        super().__init__(
-            f"not in {', '.join(states)} after {timeout:.0f} s (state {state}"
-            + (f", last error: {error['message']}" if error else "") + ")"
-        )
-        self.status = status
+LLMServiceError = ServiceError  # the LLM service refused a request: one error type for both services
 
 
 @dataclass
@@ -69,18 +53,10 @@ class LLMClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.request(method, path, **kwargs)
 
-    @staticmethod
-    def _json(response: httpx.Response) -> Any:
-        is_json = response.headers.get("content-type", "").startswith("application/json")
-        body = response.json() if is_json else response.text
-        if response.is_error:
-            raise LLMServiceError(response.status_code, body)
-        return body
-
     def complete(self, messages: list[dict[str, str]] | str, **options: Any) -> dict[str, Any]:
         """One completion; ``messages`` may be a plain string (one user message).
         ``options``: ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``."""
-        return self._json(self._request("POST", "/completion", json=self._body(messages, options)))
+        return read_json(self._request("POST", "/completion", json=self._body(messages, options)))
 
     def stream(self, messages: list[dict[str, str]] | str, **options: Any) -> Iterator[dict[str, Any]]:
         """Yield the server-sent events of a streamed completion: ``{"event": "token", "text": ...}``
@@ -89,7 +65,7 @@ class LLMClient:
         with self.http.stream("POST", "/completion", json=body) as response:
             if response.is_error:
                 response.read()
-                self._json(response)
+                read_json(response)
             event, data = "message", []
             for line in response.iter_lines():
                 if line.startswith(":"):
@@ -112,17 +88,17 @@ class LLMClient:
         return {"messages": messages, **options}
 
     def status(self) -> dict[str, Any]:
-        return self._json(self._request("GET", "/status"))
+        return read_json(self._request("GET", "/status"))
 
     def model(self) -> dict[str, Any]:
-        return self._json(self._request("GET", "/model"))
+        return read_json(self._request("GET", "/model"))
 
     def swap(self, model_id: str, revision: str | None = None) -> dict[str, Any]:
         """Ask for a swap; returns the status at once (LOADING). Raises :class:`LLMServiceError` on 409/422."""
         body: dict[str, Any] = {"model_id": model_id}
         if revision is not None:
             body["revision"] = revision
-        return self._json(self._request("POST", "/model", json=body))
+        return read_json(self._request("POST", "/model", json=body))
 
     def wait_for_state(self, states: str | Iterable[str], timeout: float = 120.0, interval: float = 0.1
                        ) -> dict[str, Any]:
@@ -131,18 +107,19 @@ class LLMClient:
         unknown = set(wanted) - set(STATES)
         if unknown:
             raise ValueError(f"unknown state(s) {sorted(unknown)}; the states are {', '.join(STATES)}")
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] | None = None
-        while True:
-            try:
-                status = self.status()
-            except httpx.TransportError:
-                status = None  # not up yet
-            if status is not None and status["state"] in wanted:
-                return status
-            if time.monotonic() >= deadline:
-                raise StateTimeoutError(wanted, timeout, status)
-            time.sleep(interval)
+        last: dict[str, Any] | None = None
+
+        def in_wanted_state() -> dict[str, Any] | None:
+            nonlocal last
+            last = None  # not answering (not up yet) until it does; any other error ends the wait
+            last = self.status()
+            return last if last["state"] in wanted else None
+
+        try:
+            return wait_for(in_wanted_state, timeout, f"state {' or '.join(wanted)}", interval=interval,
+                            retry_on=(httpx.TransportError,))
+        except TimeoutError as error:
+            raise StateTimeoutError(wanted, timeout, last) from error
 
     def swap_and_wait(self, model_id: str, revision: str | None = None, timeout: float = 600.0) -> dict[str, Any]:
         """Swap, then wait until the load ends (RUNNING or FAILED); returns the final status."""
@@ -156,11 +133,5 @@ class LLMClient:
         return self._request("GET", "/health").status_code == 200
 
     def metrics(self) -> dict[str, float]:
-        """Every sample of ``/metrics`` as ``{'name{label="v",...}': value}`` (labels sorted)."""
-        text = self._request("GET", "/metrics").text
-        samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return samples
+        """Every sample of ``/metrics`` as ``{'name{label="v",...}': value}`` (labels sorted; no ``_created``)."""
+        return metrics_by_series(self._request("GET", "/metrics").text)

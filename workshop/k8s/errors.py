@@ -1,12 +1,14 @@
 """Typed errors of the kubernetes target: each message says what went wrong and what to do about it.
 
 They all derive from :class:`KubernetesTargetError`, so a notebook cell can catch one type and show the
-message; the attributes carry the details a test or a caller needs without parsing text.
+message; the attributes carry the details a test or a caller needs without parsing text. Where a notebook
+catches an error on either target, the kubernetes one derives from its type in :mod:`workshop.exceptions`
+(:class:`RolloutError` is a :class:`~workshop.exceptions.RolloutFailedError`).
 """
 
 from __future__ import annotations
 
-from workshop.targets import RolloutFailedError  # the type notebooks catch on either target
+from workshop.exceptions import RolloutFailedError  # the type notebooks catch on either target
 
 
 class KubernetesTargetError(RuntimeError):

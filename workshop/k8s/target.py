@@ -1,8 +1,8 @@
 """The ``kubernetes`` target: the workshop's services on the cluster of the current kubeconfig.
 
-Same interface as :class:`workshop.targets.LocalTarget` (deploy a service and get a URL, start
-monitoring and get Prometheus' URL, read every replica's metrics, describe the service as tables, run a
-load test, tear down, and the :class:`~workshop.targets.Timings` to wait by), built from the modules beside
+Same interface as the local target (:class:`workshop.target_api.Target`: deploy a service and get a URL,
+start monitoring and get Prometheus' URL, read every replica's metrics, describe the service as tables, run a
+load test, tear down, and the :class:`~workshop.target_api.Timings` to wait by), built from the modules beside
 this one: images built with Docker and loaded into the cluster, manifests rendered by kustomize and moved to
 the learner's namespace, server-side apply, rollout waiting with diagnostics, port-forwarding, helm. Every
 learner works in a namespace of their own, guarded by the ResourceQuota and LimitRange of ``k8s/quota``;
@@ -27,7 +27,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from workshop import container as docker
-from workshop.client import combined_metrics_frame
 from workshop.k8s import diagnose, helm, images, manifests, tables
 from workshop.k8s import loadtest as cluster_loadtest
 from workshop.k8s.apply import MONITORING_GROUP, apply, apply_all
@@ -40,7 +39,9 @@ from workshop.observability.alerts import prometheus_rule_manifest, prometheus_r
 from workshop.observability.k8s_dashboards import dashboard_files
 from workshop.paths import project_root
 from workshop.prometheus import query
-from workshop.targets import Deployment, GrafanaAccess, Timings, duration_s, settings_env
+from workshop.service_client import combined_metrics_frame
+from workshop.target_api import Deployment, GrafanaAccess, Timings, duration_s, settings_env
+from workshop.waiting import wait_for
 
 DEFAULT_NAMESPACE = "wine-workshop"
 WINE_IMAGE = "wine-service:latest"
@@ -272,14 +273,19 @@ class KubernetesTarget:
 
     def _wait_for_replicas(self, name: str, replicas: int, deadline: float, timeout: float) -> None:
         """Until Deployment ``name`` asks for ``replicas``: the HPA controller raises it within its sync (15 s)."""
-        while True:
-            deployment = self._cluster.apps.read_namespaced_deployment(name, self.namespace)
-            if (deployment.spec.replicas or 0) >= replicas:
-                return
-            if time.monotonic() >= deadline:
-                raise KubernetesTargetError(f"deployment/{name} still asks for {deployment.spec.replicas} replicas "
-                                            f"after {timeout:.0f} s: is the HPA controller running?")
-            time.sleep(self.poll_interval)
+        asked: int | None = None
+
+        def asks_enough() -> bool:
+            nonlocal asked
+            asked = self._cluster.apps.read_namespaced_deployment(name, self.namespace).spec.replicas
+            return (asked or 0) >= replicas
+
+        try:
+            wait_for(asks_enough, max(0.0, deadline - time.monotonic()), f"deployment/{name} to ask for {replicas}",
+                     interval=self.poll_interval, retry_on=())
+        except TimeoutError as error:
+            raise KubernetesTargetError(f"deployment/{name} still asks for {asked} replicas after {timeout:.0f} s: "
+                                        "is the HPA controller running?") from error
 
     def ready_replicas(self, name: str = "wine") -> int:
         """How many pods of Deployment ``name`` are ready (serve traffic) now."""
@@ -510,19 +516,26 @@ class KubernetesTarget:
         url = self.grafana_forward.url
         user, password = helm.grafana_credentials(core)
         wanted = [json.loads(text)["title"] for text in dashboard_files(project_root()).values()]
-        while True:
+        listed: list[str] = []
+        answer, missing = "not asked", wanted
+
+        def lists_them_all() -> bool:
+            nonlocal listed, answer, missing
             listed, answer = _grafana_dashboards(url, user, password)
             missing = [title for title in wanted if title not in listed]
-            if not missing:
-                return GrafanaAccess(url, user, password, listed)
-            if time.monotonic() >= deadline:
-                raise KubernetesTargetError(
-                    f"Grafana ({url}, {answer}) does not list the dashboard(s) {', '.join(map(repr, missing))} "
-                    f"after {timeout:.0f} s; it lists {listed}. Its sidecar imports ConfigMaps labelled "
-                    f"grafana_dashboard=1 (deployed with the wine service, k8s/monitoring/grafana-dashboards.yaml): "
-                    f"is the wine service deployed? `kubectl -n {helm.NAMESPACE} logs deploy/{helm.GRAFANA_SERVICE} "
-                    "-c grafana-sc-dashboard` shows what it imported.")
-            time.sleep(self.poll_interval)
+            return not missing
+
+        try:
+            wait_for(lists_them_all, max(0.0, deadline - time.monotonic()), "Grafana to list the dashboards",
+                     interval=self.poll_interval, retry_on=())
+        except TimeoutError as error:
+            raise KubernetesTargetError(
+                f"Grafana ({url}, {answer}) does not list the dashboard(s) {', '.join(map(repr, missing))} "
+                f"after {timeout:.0f} s; it lists {listed}. Its sidecar imports ConfigMaps labelled "
+                f"grafana_dashboard=1 (deployed with the wine service, k8s/monitoring/grafana-dashboards.yaml): "
+                f"is the wine service deployed? `kubectl -n {helm.NAMESPACE} logs deploy/{helm.GRAFANA_SERVICE} "
+                "-c grafana-sc-dashboard` shows what it imported.") from error
+        return GrafanaAccess(url, user, password, listed)
 
     def _monitoring_objects(self) -> list[manifests.Manifest]:
         """The ServiceMonitors and PrometheusRules of every service deployed in the namespace.
@@ -622,17 +635,20 @@ class KubernetesTarget:
                 self._cluster.apps.patch_namespaced_deployment(
                     deployment.metadata.name, self.namespace, {"spec": {"replicas": 0}})
             series = f'up{{namespace="{self.namespace}"}}'
-            deadline = time.monotonic() + RETIRE_TIMEOUT_S
-            while time.monotonic() < deadline:
+
+            def stale() -> bool:
                 try:
-                    if query(forward.url, series).empty:
-                        return
+                    return query(forward.url, series).empty
                 except Exception:  # noqa: BLE001 - no answer to read (not reachable, not a Prometheus): do not wait
-                    return
-                time.sleep(self.poll_interval)
-            if self.progress:
-                print(f"Prometheus still lists {series} after {RETIRE_TIMEOUT_S:.0f} s; deleting the namespace "
-                      "anyway (its series fade within five minutes)")
+                    return True
+
+            try:
+                wait_for(stale, RETIRE_TIMEOUT_S, f"Prometheus to mark {series} stale", interval=self.poll_interval,
+                         retry_on=())
+            except TimeoutError:
+                if self.progress:
+                    print(f"Prometheus still lists {series} after {RETIRE_TIMEOUT_S:.0f} s; deleting the namespace "
+                          "anyway (its series fade within five minutes)")
         finally:
             if forward is not self.prometheus_forward:
                 forward.close()
@@ -650,14 +666,19 @@ class KubernetesTarget:
         """Namespaces stay Terminating while their objects go; a re-deploy into one would be refused."""
         deadline = time.monotonic() + timeout
         for namespace in namespaces:
-            while True:
-                try:
-                    self._cluster.core.read_namespace(namespace)
-                except ApiException as error:
-                    if error.status == 404:
-                        break
-                    raise
-                if time.monotonic() >= deadline:
-                    raise KubernetesTargetError(f"Namespace {namespace} is still terminating after {timeout:.0f} s: "
-                                                f"`kubectl get all -n {namespace}` shows what holds it.")
-                time.sleep(1.0)
+            try:
+                wait_for(lambda namespace=namespace: self._gone(namespace), max(0.0, deadline - time.monotonic()),
+                         f"namespace {namespace} to be deleted", interval=1.0, retry_on=())
+            except TimeoutError as error:
+                raise KubernetesTargetError(f"Namespace {namespace} is still terminating after {timeout:.0f} s: "
+                                            f"`kubectl get all -n {namespace}` shows what holds it.") from error
+
+    def _gone(self, namespace: str) -> bool:
+        """Whether the API server no longer has Namespace ``namespace`` (its 404); any other error is raised."""
+        try:
+            self._cluster.core.read_namespace(namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
