@@ -1,6 +1,6 @@
 # The workshop's images. Line-by-line explanation: docs/container.md.
 #
-#   python -m app.wine.train --output artifacts/wine      # the model is baked into the image
+#   python -m training --output artifacts/wine            # the model is baked into the image
 #   DOCKER_BUILDKIT=1 docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt \
 #       --target wine -t wine-service:latest .
 #
@@ -100,8 +100,8 @@ CMD ["python", "-m", "app.llm", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------- locust: load generator (k8s/load_tests)
 # The locustfile imports app.wine (feature bounds, the data loader: pandas), so the image is the
-# builder's venv plus Locust and pandas. The locustfile is baked in as the default; the Kubernetes Job
-# mounts the ConfigMap's copy and points LOCUST_LOCUSTFILE at it.
+# builder's venv plus Locust and pandas. The locustfile is baked in and LOCUST_LOCUSTFILE names it: the
+# Kubernetes Job and workers run it from the image (a changed locustfile means a rebuilt image).
 FROM builder AS locust-builder
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,required=false,target=/run/secrets/ca \

@@ -94,7 +94,7 @@ lab: $(STAMP) $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab $(LAB_OPTIONS)
 
 artifacts/wine/model_card.json: $(STAMP)
-	$(BIN)/python -m app.wine.train --output artifacts/wine
+	$(BIN)/python -m training --output artifacts/wine
 
 model: artifacts/wine/model_card.json
 

@@ -612,7 +612,7 @@ def check_model_dir(model_dir: Path) -> None:
     if not (model_dir / "model_card.json").is_file():
         raise BenchmarkError(
             f"no model in {model_dir} (model_card.json is missing): train one with "
-            "`python -m app.wine.train` (it writes artifacts/wine) or pass --model-dir"
+            "`python -m training` (it writes artifacts/wine) or pass --model-dir"
         )
 
 

@@ -21,7 +21,7 @@ from app.wine.api import create_app
 from app.wine.config import Settings
 from app.wine.data import DataError, WineData, load_wine_data
 from app.wine.features import FEATURE_NAMES
-from app.wine.train import TrainingReport, train
+from training.wine import TrainingReport, train
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

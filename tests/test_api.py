@@ -77,7 +77,7 @@ def test_not_ready_without_a_model(make_client, tmp_path: Path) -> None:
     assert client.get("/health").status_code == 200
     body = assert_error(client.get("/ready"), 503, "model_not_ready")
     assert "model_card.json is missing" in body["message"]
-    assert "python -m app.wine.train" in body["message"]
+    assert "python -m training" in body["message"]
 
 
 def corrupt_model_file(folder: Path) -> None:

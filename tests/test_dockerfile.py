@@ -457,7 +457,9 @@ def test_locust_target_has_locust_the_locustfile_and_nothing_of_the_service():
         "ml_serving_workshop.egg-info/PKG-INFO",
         "artifacts/other/model.onnx",
         "load_tests/README.md",
-        "k8s/load_tests/locustfile.py",
+        "k8s/load_tests/master-job.yaml",
+        "training/wine.py",
+        "training/__main__.py",
     ],
 )
 def test_dockerignore_leaves_out(path):
@@ -488,6 +490,23 @@ def test_every_file_the_dockerfile_copies_from_the_context_is_sent():
                 continue
             for source in instruction.args.split()[len(instruction.flags) : -1]:
                 assert in_build_context(source), f"{source} is copied but .dockerignore leaves it out"
+
+
+def test_the_build_context_holds_the_service_and_no_training_code(tmp_path: Path):
+    """What every image build is sent (``workshop.container.build_context``, the allowlist): the serving package
+    and the model, never the ``training`` package, so no stage can copy training code into an image."""
+    from workshop.container import build_context
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_card.json").write_text("{}")
+    context = build_context(model, tmp_path / "context")
+    sent = {path.relative_to(context).as_posix() for path in context.rglob("*") if path.is_file()}
+    assert {"app/wine/model.py", "app/wine/onnx_session.py", "artifacts/wine/model_card.json"} <= sent
+    assert (ROOT / "training" / "wine.py").is_file(), "the training code this test keeps out has moved"
+    leaked = [path for path in sent if path.startswith("training/")
+              or (path.startswith("app/") and Path(path).name in ("train.py", "onnx_export.py"))]
+    assert not leaked, f"training code in the build context: {leaked}"
 
 
 def test_a_new_model_rebuilds_the_layers_from_the_one_that_copies_it_in():

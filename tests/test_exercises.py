@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from app.wine.train import split
 from tests.llm_fixtures import MODEL_A, NO_TEMPLATE, llm_models_dir  # noqa: F401 - a fixture
+from training.wine import split
 from workshop.client import WineClient
 from workshop.exercises import DONE, NOT_DONE, WRONG, check_prediction, verdict_state
 from workshop.exercises.containerise import check_hardening_flags

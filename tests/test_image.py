@@ -260,6 +260,33 @@ def test_llm_image_has_cpu_torch_gguf_and_the_init_containers_model_fetcher(llm_
 # ----------------------------------------------------------------------------------------------- the image
 
 
+# What the wine image may import and what it must not: training (scikit-learn, skl2onnx) wrote the model
+# before the build; the image only runs it. The serving module is the probe's check that it looks in the right place.
+_TRAINING_PROBE = """
+import importlib.util, json, pathlib, sys, sysconfig
+purelib = pathlib.Path(sysconfig.get_paths()["purelib"])
+def found(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+files = [str(path) for root in (pathlib.Path("/srv"), purelib) for path in [*root.glob("training"),
+         *root.glob("app/wine/**/train.*"), *root.glob("app/wine/**/onnx_export*")]]
+serving = found("app.wine.model") and pathlib.Path("/srv/app/wine/model.py").is_file()
+print(json.dumps({"modules": [name for name in sys.argv[1:] if found(name)], "files": files, "serving": serving}))
+"""
+
+
+def test_the_wine_image_holds_no_training_code(wine_container: container.Container):
+    """The serving image has the service and the model, not what trained it: no ``training`` package, no
+    ``app.wine.train``/``onnx_export``, in /srv or the venv, nor the converter and scikit-learn."""
+    probe = json.loads(container.exec_in(wine_container.id, [
+        "python", "-c", _TRAINING_PROBE, "training", "training.wine", "app.wine.train", "app.wine.onnx_export",
+        "skl2onnx", "sklearn"]))
+    assert probe["serving"], "the probe does not find the service's own model module: it looks in the wrong place"
+    assert probe["modules"] == [] and probe["files"] == [], f"training code in the serving image: {probe}"
+
+
 def test_runs_as_a_non_root_user(running: Running):
     user = container.image_user(running.tag)
     assert user, "no USER in the image: it runs as root"

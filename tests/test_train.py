@@ -20,7 +20,7 @@ import pytest
 
 from app.wine.data import WineData
 from app.wine.features import FEATURE_NAMES, MODEL_INPUTS
-from app.wine.train import (
+from training.wine import (
     BATCH_BUDGET_MS,
     LATENCY_BUDGET_MS,
     LIBRARIES,
@@ -199,10 +199,10 @@ class CliRun:
 
 @pytest.fixture(scope="module")
 def cli_run(wine_data: WineData, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    """``python -m app.wine.train --output DIR`` in a subprocess: the second (and last) training of the suite."""
+    """``python -m training --output DIR`` in a subprocess: the second (and last) training of the suite."""
     output = tmp_path_factory.mktemp("cli") / "wine"
     result = subprocess.run(
-        [sys.executable, "-m", "app.wine.train", "--output", str(output)],
+        [sys.executable, "-m", "training", "--output", str(output)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     return CliRun(result, output)
@@ -237,7 +237,7 @@ def test_cli_with_bad_data_dir_exits_2_without_traceback(tmp_path: Path) -> None
     empty.mkdir()
     output = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "app.wine.train", "--output", str(output)],
+        [sys.executable, "-m", "training", "--output", str(output)],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "WINE_QUALITY_DATA_DIR": str(empty)},
     )

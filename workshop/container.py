@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import httpx
 
+from workshop.waiting import WaitTimeout, wait_for
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 STARTUP_TIMEOUT_S = 120.0  # how long a started container may take to answer /health at all
@@ -216,7 +218,7 @@ def build_context(model_dir: Path, destination: Path, root: Path = PROJECT_ROOT)
     """
     if not (model_dir / "model_card.json").is_file():
         raise ContainerError(
-            f"{model_dir} holds no model_card.json: train a model first (python -m app.wine.train --output DIR)"
+            f"{model_dir} holds no model_card.json: train a model first (python -m training --output DIR)"
         )
     destination.mkdir(parents=True, exist_ok=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
@@ -301,7 +303,7 @@ def build_image(
         tail = "\n".join(log.strip().splitlines()[-25:])
         hint = ""
         if "artifacts/wine" in log and "not found" in log:
-            hint = "\nThe model is missing from the build context: python -m app.wine.train --output artifacts/wine"
+            hint = "\nThe model is missing from the build context: python -m training --output artifacts/wine"
         raise ContainerError(f"docker build --target {target} failed (exit {result.returncode}):\n{tail}{hint}")
     return Build(tag, time.monotonic() - started, log)
 
@@ -526,22 +528,27 @@ def run_container(
 
 
 def _wait_ready(container: Container, path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    """Until ``path`` answers 200; a container that exits ends the wait at once, with its log."""
     last = "no answer yet"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         if docker("inspect", "--format", "{{.State.Running}}", container.id).strip() != "true":
             raise ContainerError(f"the container exited before it was ready; its log:\n{logs(container.id)}")
         try:
             response = httpx.get(container.url + path, timeout=2)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text[:200]}"
         except httpx.HTTPError as error:
             last = f"{type(error).__name__}: {error}"
-        time.sleep(0.25)
-    raise ContainerError(
-        f"{container.url}{path} not ready after {timeout:.0f}s ({last}); its log:\n{logs(container.id)}"
-    )
+            return False
+        last = f"{response.status_code} {response.text[:200]}"
+        return response.status_code == 200
+
+    try:
+        wait_for(ready, timeout, f"{container.url}{path}", interval=0.25, retry_on=())
+    except WaitTimeout:
+        raise ContainerError(
+            f"{container.url}{path} not ready after {timeout:.0f}s ({last}); its log:\n{logs(container.id)}"
+        ) from None
 
 
 def logs(container_id: str, tail: int = 40) -> str:

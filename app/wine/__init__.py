@@ -1,1 +1,1 @@
-"""Wine-quality regression service: data, training, the ONNX model and its HTTP API."""
+"""Wine-quality regression service: data, the ONNX model and its HTTP API (training is the `training` package)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.wine import onnx_export
+from app.wine import onnx_session
 from app.wine.errors import ModelNotReadyError
 from app.wine.features import FEATURE_NAMES, MODEL_INPUTS, QUALITY_RANGE
 
@@ -62,16 +62,16 @@ class WineModel:
             card = json.loads(card_path.read_text())
             model_path = self.model_dir / card.get("model_file", "model.onnx")
             payload = model_path.read_bytes()
-            if card.get("model_sha256") and onnx_export.digest(payload) != card["model_sha256"]:
+            if card.get("model_sha256") and onnx_session.digest(payload) != card["model_sha256"]:
                 raise ValueError(f"{model_path} does not match the checksum in its model card")
             if card.get("inputs") != list(MODEL_INPUTS):
                 expected = card.get("inputs")
                 raise ValueError(f"the model expects inputs {expected}, the service sends {list(MODEL_INPUTS)}")
-            session = onnx_export.session(payload, threads=self.threads)
+            session = onnx_session.session(payload, threads=self.threads)
         except FileNotFoundError as error:
             self.load_error = (
                 f"no model at {self.model_dir} ({error.filename} is missing): "
-                "train one with `python -m app.wine.train` or set WINE_MODEL_DIR"
+                "train one with `python -m training` or set WINE_MODEL_DIR"
             )
         except Exception as error:  # noqa: BLE001 - a corrupt artifact must not kill the process
             self.load_error = f"cannot load the model from {self.model_dir}: {type(error).__name__}: {error}"
@@ -87,4 +87,4 @@ class WineModel:
         """Quality scores for the rows of ``X``, clipped to the 0-10 scale."""
         if self._session is None:
             raise ModelNotReadyError(self.not_ready_reason())
-        return np.clip(onnx_export.predict(self._session, X), *QUALITY_RANGE)
+        return np.clip(onnx_session.predict(self._session, X), *QUALITY_RANGE)

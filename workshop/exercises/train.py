@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from app.wine.train import split
+from training.wine import split
 from workshop.exercises import Verdict, done, not_done, wrong
 
 TOLERANCE = 1e-3

@@ -1,6 +1,6 @@
 """Train, compare and export the wine-quality model.
 
-``python -m app.wine.train [--output DIR]`` or :func:`train` from a notebook.
+:func:`train` from a notebook, or ``python -m training [--output DIR]`` (:mod:`training.__main__`).
 
 Three candidates are fitted on one seeded split and compared on held-out RMSE,
 MAE, accuracy of the rounded prediction, and latency. The serving model is
@@ -14,11 +14,9 @@ model on a busy or slower machine. A miss is reported, with what to do.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,10 +33,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from app.wine import onnx_export
+from app.wine import onnx_session
 from app.wine.config import Settings
-from app.wine.data import DataError, WineData, load_wine_data
+from app.wine.data import WineData, load_wine_data
 from app.wine.features import FEATURES, MODEL_INPUTS, QUALITY_RANGE, TARGET
+from training import onnx_export
 
 log = logging.getLogger(__name__)
 
@@ -156,15 +155,15 @@ def evaluate(name: str, model: RegressorMixin, data: Split) -> tuple[CandidateRe
     except onnx_export.ExportError as error:
         result.export_error = str(error)
         return result, None
-    session = onnx_export.session(onnx_bytes)
-    onnx_predictions = onnx_export.predict(session, data.X_test)
+    session = onnx_session.session(onnx_bytes)
+    onnx_predictions = onnx_session.predict(session, data.X_test)
     result.onnx_max_abs_diff = float(np.max(np.abs(onnx_predictions - model.predict(data.X_test))))
     if result.onnx_max_abs_diff > PARITY_TOLERANCE:
         result.export_error = f"parity {result.onnx_max_abs_diff:.2e} exceeds {PARITY_TOLERANCE:.0e}"
         return result, None
     result.onnx_exportable = True
-    result.onnx_latency_ms = single_row_latency_ms(lambda row: onnx_export.predict(session, row), data.X_test)
-    result.onnx_batch_ms = batch_latency_ms(lambda rows: onnx_export.predict(session, rows), data.X_test)
+    result.onnx_latency_ms = single_row_latency_ms(lambda row: onnx_session.predict(session, row), data.X_test)
+    result.onnx_batch_ms = batch_latency_ms(lambda rows: onnx_session.predict(session, rows), data.X_test)
     return result, onnx_bytes
 
 
@@ -246,7 +245,7 @@ def train(
     best.chosen = True
     model, onnx_bytes = exports[best.name]
     train_predictions = np.clip(model.predict(parts.X_train), *QUALITY_RANGE)
-    model_version = f"{best.name}-{onnx_export.digest(onnx_bytes)[:12]}"
+    model_version = f"{best.name}-{onnx_session.digest(onnx_bytes)[:12]}"
     card = {
         "name": "wine-quality",
         "version": model_version,
@@ -271,35 +270,10 @@ def train(
                  "split": {"test_size": TEST_SIZE, "seed": SEED, "stratify": "color"}},
         "libraries": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
         "model_file": "model.onnx",
-        "model_sha256": onnx_export.digest(onnx_bytes),
+        "model_sha256": onnx_session.digest(onnx_bytes),
     }
     output.mkdir(parents=True, exist_ok=True)
     (output / "model.onnx").write_bytes(onnx_bytes)
     (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     return TrainingReport(results=results, chosen=best.name, output=output, model_card=card)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.wine.train", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"artifact folder (default {DEFAULT_OUTPUT})"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        report = train(args.output)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        columns = ["rmse", "mae", "rounded_accuracy", "sklearn_latency_ms", "onnx_latency_ms", "onnx_batch_ms",
-                   "chosen"]
-        print(report.table()[columns])
-    card = report.model_card
-    print(f"\nserving model: {card['version']} (RMSE {card['metrics']['rmse']:.3f}) written to {args.output}")
-    print(latency_verdict(next(r for r in report.results if r.chosen)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
