@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
-from prometheus_api_client import PrometheusApiClientException
 
 from workshop.process import ProcessError
 from workshop.prometheus import (
     INSTALL_HINT,
     LocalPrometheus,
     PrometheusNotInstalledError,
+    PrometheusQueryError,
     alerts,
     last_scrapes,
     next_scrape,
     query,
+    query_range,
     scrape_target,
     wait_for,
 )
@@ -49,15 +56,122 @@ def test_scrape_targets_are_host_and_port():
         scrape_target("http://")
 
 
-def test_wait_for_returns_the_result_or_names_what_it_waited_for():
-    answers = iter([None, 0, "done"])
-    assert wait_for(lambda: next(answers), timeout=5, what="an answer", interval=0.01) == "done"
+def test_the_notebooks_wait_for_is_the_projects_one():
+    """Notebooks 05 and 07 import ``wait_for`` from here: the one of workshop.waiting (tests/test_waiting.py)."""
+    from workshop.waiting import wait_for as the_one
 
-    def broken():
-        raise ConnectionError("refused")
+    assert wait_for is the_one
 
-    with pytest.raises(TimeoutError, match=r"waiting for the moon \(ConnectionError: refused\)"):
-        wait_for(broken, timeout=0.05, what="the moon", interval=0.01)
+
+class FakePrometheus(ThreadingHTTPServer):
+    """Prometheus' HTTP API as far as a query goes: each GET is recorded and answered with ``answer``."""
+
+    answer: tuple[int, str, bytes] = (200, "application/json", b"{}")
+    requests: list[tuple[str, dict[str, list[str]]]]
+
+    def reply(self, status: int, body: dict | str) -> None:
+        encoded = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
+        self.answer = (status, "application/json" if isinstance(body, dict) else "text/plain", encoded)
+
+    def success(self, result_type: str, result: object) -> None:
+        self.reply(200, {"status": "success", "data": {"resultType": result_type, "result": result}})
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[FakePrometheus]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            self.server.requests.append((url.path, parse_qs(url.query)))
+            status, content_type, body = self.server.answer
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = FakePrometheus(("127.0.0.1", 0), Handler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _url(server: FakePrometheus) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+AT = datetime(2026, 12, 2, 13, 49, 11, 250000, tzinfo=UTC)
+
+
+def test_an_instant_query_asks_at_the_instant_and_gives_one_row_per_series(fake_prometheus):
+    stamp = AT.timestamp()
+    fake_prometheus.success("vector", [
+        {"metric": {"job": "wine", "instance": "127.0.0.1:8000"}, "value": [stamp, "1"]},
+        {"metric": {"job": "wine", "instance": "127.0.0.1:8001"}, "value": [stamp, "0.25"]},
+    ])
+    frame = query(_url(fake_prometheus), 'up{job="wine"}', at=AT)
+    [(path, params)] = fake_prometheus.requests
+    assert path == "/api/v1/query"
+    assert params == {"query": ['up{job="wine"}'], "time": [str(stamp)]}
+    assert list(frame.columns) == ["job", "instance", "timestamp", "value"]
+    assert frame["instance"].tolist() == ["127.0.0.1:8000", "127.0.0.1:8001"]
+    assert frame["value"].tolist() == [1.0, 0.25]
+    assert (frame["timestamp"] == pd.Timestamp(AT)).all() and str(frame["timestamp"].dt.tz) == "UTC"
+
+    query(_url(fake_prometheus), "up")
+    assert fake_prometheus.requests[-1][1] == {"query": ["up"]}, "no time: Prometheus evaluates it now"
+
+
+def test_a_range_query_asks_whole_seconds_and_gives_one_row_per_series_and_step(fake_prometheus):
+    start, end = AT, AT + timedelta(seconds=10)
+    first = round(start.timestamp())
+    fake_prometheus.success("matrix", [
+        {"metric": {"handler": "/predict"}, "values": [[first, "1.5"], [first + 5, "2"], [first + 10, "NaN"]]},
+    ])
+    frame = query_range(_url(fake_prometheus), "sum by (handler) (rate(x[1m]))", start, end, step="5s")
+    [(path, params)] = fake_prometheus.requests
+    assert path == "/api/v1/query_range"
+    assert params == {"query": ["sum by (handler) (rate(x[1m]))"], "start": [str(first)],
+                      "end": [str(round(end.timestamp()))], "step": ["5s"]}
+    assert list(frame.columns) == ["handler", "timestamp", "value"] and len(frame) == 3
+    assert frame["timestamp"].tolist() == [pd.Timestamp(first + 5 * i, unit="s", tz="UTC") for i in range(3)]
+    assert frame["value"].iloc[:2].tolist() == [1.5, 2.0] and math.isnan(frame["value"].iloc[2])
+
+
+def test_a_scalar_is_one_row_and_no_series_an_empty_frame(fake_prometheus):
+    fake_prometheus.success("scalar", [AT.timestamp(), "0.5"])
+    frame = query(_url(fake_prometheus), "scalar(sum(up))")
+    assert list(frame.columns) == ["timestamp", "value"] and frame["value"].tolist() == [0.5]
+    fake_prometheus.success("vector", [])
+    empty = query(_url(fake_prometheus), "up{job='none'}")
+    assert empty.empty and list(empty.columns) == ["timestamp", "value"]
+
+
+def test_a_refused_query_names_the_url_the_status_and_what_prometheus_said(fake_prometheus):
+    url = _url(fake_prometheus)
+    fake_prometheus.reply(422, {"status": "error", "errorType": "execution", "error": "query timed out"})
+    with pytest.raises(PrometheusQueryError) as refused:
+        query(url, "sum(rate(x[30d]))")
+    assert str(refused.value) == (f"Prometheus at {url}/api/v1/query refused the query 'sum(rate(x[30d]))': "
+                                  "HTTP 422, execution: query timed out")
+    assert (refused.value.status, refused.value.error_type) == (422, "execution")
+
+    fake_prometheus.reply(502, "upstream connect error")  # a proxy in front of Prometheus: no JSON
+    with pytest.raises(PrometheusQueryError, match=r"query_range refused .*: HTTP 502, upstream connect error$"):
+        query_range(url, "up", AT, AT)
+
+
+def test_a_prometheus_that_does_not_answer_is_a_query_error_naming_its_url():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(PrometheusQueryError, match=rf"127\.0\.0\.1:{port}/api/v1/query did not answer .*ConnectError"):
+        query(f"http://127.0.0.1:{port}", "up")
 
 
 @pytest.mark.slow
@@ -78,8 +192,12 @@ def test_prometheus_scrapes_the_deployed_service_and_stops_cleanly(model_dir, tm
         second = target.deploy_wine(model_dir)
         wait_for(lambda: up(url).get(scrape_target(second.url)) == 1, timeout=60, what="the second service up")
 
-        with pytest.raises(PrometheusApiClientException, match="400"):
+        with pytest.raises(PrometheusQueryError) as refused:
             query(url, "rate(up[")
+        assert refused.value.status == 400 and refused.value.error_type == "bad_data"
+        message = str(refused.value)
+        assert f"{url}/api/v1/query" in message and "'rate(up['" in message, message
+        assert "HTTP 400, bad_data: " in message and "parse error" in message, message
         assert alerts(url).empty  # no rules loaded
     finally:
         target.teardown()
@@ -142,8 +260,6 @@ def test_next_scrape_waits_for_the_targets_scraped_now_not_for_series_a_removed_
 
 
 def test_a_range_grid_ending_at_the_end_starts_at_most_one_step_earlier():
-    from datetime import UTC, datetime, timedelta
-
     from workshop.prometheus import grid_ending_at
 
     start = datetime(2026, 12, 2, 13, 49, 11, tzinfo=UTC)

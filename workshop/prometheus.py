@@ -6,8 +6,11 @@ runs the ``prometheus`` binary with a generated config (scrape every second,
 evaluate rules every second) and throw-away storage, so a notebook sees its
 traffic on a graph within seconds and an alert can fire within a minute.
 
-Queries go through prometheus-api-client and come back as pandas frames: one
-column per label, then ``timestamp`` (UTC) and ``value``.
+Queries are two GET requests of Prometheus' HTTP API (``/api/v1/query`` and
+``/api/v1/query_range``) and come back as pandas frames: one column per label,
+then ``timestamp`` (UTC) and ``value``. A refused query raises
+:class:`PrometheusQueryError` with the URL, the HTTP status and Prometheus' own
+error.
 """
 
 from __future__ import annotations
@@ -16,32 +19,40 @@ import math
 import re
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
 import yaml
-from prometheus_api_client import PrometheusConnect
 
 from workshop.process import ManagedProcess, ProcessError, on_a_free_port
+from workshop.waiting import wait_for
 
 INSTALL_HINT = (
     "Install Prometheus: on Debian/Ubuntu `sudo apt-get install prometheus`, on macOS `brew install prometheus`, "
     "or put the binary from https://prometheus.io/download/ on PATH."
 )
 JOB = "wine"
-
-T = TypeVar("T")
+QUERY_TIMEOUT_S = 10.0
 
 
 class PrometheusNotInstalledError(RuntimeError):
     """No ``prometheus`` binary on PATH; the message says how to install one."""
+
+
+class PrometheusQueryError(RuntimeError):
+    """Prometheus refused a query, or did not answer it: the message names the URL, the HTTP status and
+    Prometheus' own ``errorType`` and ``error`` (a PromQL syntax error says where it is)."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, error_type: str | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.error_type = error_type
 
 
 def find_prometheus(binary: str = "prometheus") -> str:
@@ -207,8 +218,28 @@ class LocalPrometheus:
         self.stop()
 
 
-def connect(url: str) -> PrometheusConnect:
-    return PrometheusConnect(url=url, disable_ssl=True, timeout=10)
+def _api(url: str, path: str, params: Mapping[str, str | float]) -> list[dict]:
+    """GET ``/api/v1/<path>``; the ``result`` of a successful answer, as a list of series."""
+    endpoint = f"{url.rstrip('/')}/api/v1/{path}"
+    try:
+        response = httpx.get(endpoint, params=params, timeout=QUERY_TIMEOUT_S)
+    except httpx.HTTPError as error:
+        raise PrometheusQueryError(f"Prometheus at {endpoint} did not answer the query {params['query']!r}: "
+                                   f"{type(error).__name__}: {error}", url=endpoint) from error
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+        error_type = body.get("errorType") if isinstance(body, dict) else None
+        said = f"{error_type}: {body.get('error')}" if error_type else response.text[:300].strip() or "no body"
+        raise PrometheusQueryError(f"Prometheus at {endpoint} refused the query {params['query']!r}: "
+                                   f"HTTP {response.status_code}, {said}",
+                                   url=endpoint, status=response.status_code, error_type=error_type)
+    data = body["data"]
+    if data["resultType"] == "scalar":  # [time, value]: one sample without labels
+        return [{"metric": {}, "value": data["result"]}]
+    return data["result"]
 
 
 def _frame(results: list[dict]) -> pd.DataFrame:
@@ -228,16 +259,20 @@ def _frame(results: list[dict]) -> pd.DataFrame:
 
 
 def query(url: str, promql: str, at: datetime | None = None) -> pd.DataFrame:
-    """An instant query: one row per series. A PromQL error raises PrometheusApiClientException."""
-    params = {"time": at.timestamp()} if at is not None else None
-    with connect(url) as prometheus:
-        return _frame(prometheus.custom_query(promql, params=params))
+    """An instant query (``at``, else now): one row per series; a scalar is one row without labels.
+
+    A PromQL error, or a Prometheus that does not answer, raises :class:`PrometheusQueryError`."""
+    params: dict[str, str | float] = {"query": promql}
+    if at is not None:
+        params["time"] = at.timestamp()
+    return _frame(_api(url, "query", params))
 
 
 def query_range(url: str, promql: str, start: datetime, end: datetime, step: str = "5s") -> pd.DataFrame:
-    """A range query (what a graph panel runs): one row per series and step."""
-    with connect(url) as prometheus:
-        return _frame(prometheus.custom_query_range(promql, start_time=start, end_time=end, step=step))
+    """A range query (what a graph panel runs): one row per series and step; ``start`` and ``end`` are
+    whole seconds (rounded), ``step`` a Prometheus duration (``5s``) or a number of seconds."""
+    params = {"query": promql, "start": round(start.timestamp()), "end": round(end.timestamp()), "step": step}
+    return _frame(_api(url, "query_range", params))
 
 
 def grid_ending_at(start: datetime, end: datetime, step_s: float) -> datetime:
@@ -315,31 +350,3 @@ def _rfc3339(stamp: str) -> datetime:
     """Prometheus' times carry nanoseconds; Python's datetime takes six digits of a second."""
     return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", stamp.replace("Z", "+00:00")))
 
-
-def _truthy(result: object) -> bool:
-    """A frame is "done" when it has rows (``bool(frame)`` would raise)."""
-    if isinstance(result, pd.DataFrame | pd.Series):
-        return not result.empty
-    return bool(result)
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass.
-
-    Exceptions count as "not yet" (Prometheus may still be starting); the last one is
-    reported in the TimeoutError, with ``what`` was awaited.
-    """
-    deadline = time.monotonic() + timeout
-    last: object = "never checked"
-    while True:
-        try:
-            result = predicate()
-        except Exception as error:  # noqa: BLE001 - reported below if it never succeeds
-            last = f"{type(error).__name__}: {error}"
-        else:
-            if _truthy(result):
-                return result
-            last = f"last result {result!r}"
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} ({last})")
-        time.sleep(interval)

@@ -7,11 +7,9 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from prometheus_api_client import PrometheusApiClientException
-
 from workshop.exercises import Verdict, done, not_done, wrong
 from workshop.preview import panel_queries
-from workshop.prometheus import query
+from workshop.prometheus import PrometheusQueryError, query
 
 RELATIVE_TOLERANCE = 1e-6
 
@@ -32,10 +30,8 @@ def check_share_query(prometheus_url: str, learner_query: str | None, dashboard:
     reference = dashboard_query(dashboard, panel, legend, window)
     try:
         yours = query(prometheus_url, learner_query, at=at)
-    except PrometheusApiClientException as error:
-        return wrong(f"Prometheus refused the query: {error}")
-    except AttributeError:  # a scalar result ([time, value]) is not a list of series
-        return wrong("the query gives a scalar: select the series with `http_requests_total{...}`")
+    except PrometheusQueryError as error:
+        return wrong(str(error))
     if yours.empty:
         return wrong("the query returns no series: check the metric name and the labels' values")
     if len(yours) > 1:
