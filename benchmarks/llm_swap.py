@@ -44,6 +44,7 @@ from typing import Any
 
 from workshop.llm_client import LLMClient
 from workshop.process import ManagedProcess, ProcessError, free_port
+from workshop.waiting import WaitTimeout, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_A, TINY_B = "tiny-a", "tiny-b"
@@ -82,14 +83,17 @@ def timed_swap(client: LLMClient, model_id: str, timeout: float) -> tuple[float,
     """Seconds from POST /model to a final state, and that final status."""
     started = time.perf_counter()
     client.swap(model_id)
-    deadline = started + timeout
-    while True:
-        status = client.status()
-        if status["state"] in ("RUNNING", "FAILED"):
-            return time.perf_counter() - started, status
-        if time.perf_counter() > deadline:
-            raise BenchmarkError(f"swap to {model_id} still {status['state']} after {timeout:.0f} s")
-        time.sleep(POLL_S)
+    last: dict[str, Any] = {}
+
+    def final() -> dict[str, Any] | None:
+        last.update(client.status())
+        return dict(last) if last["state"] in ("RUNNING", "FAILED") else None
+
+    try:
+        status = wait_for(final, timeout, f"the swap to {model_id}", interval=POLL_S, retry_on=())
+    except WaitTimeout:
+        raise BenchmarkError(f"swap to {model_id} still {last.get('state')} after {timeout:.0f} s") from None
+    return time.perf_counter() - started, status
 
 
 def in_state_seconds(status: dict[str, Any]) -> float:

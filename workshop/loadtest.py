@@ -10,8 +10,8 @@ files and an HTML report to a results folder, which :func:`load_results` reads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from workshop.paths import project_root
 from workshop.process import ManagedProcess
+from workshop.waiting import WaitTimeout, wait_for
 
 SLO_P50_MS = 50.0
 SLO_P99_MS = 300.0
@@ -177,9 +178,9 @@ def run_load_test(
                              seed=seed, stop_timeout_s=stop_timeout_s)
     env = {"LOCUST_DRIFT": "false", **step_load_env(step_load, step_users, step_seconds, steps, stop_when_broken)}
     process = ManagedProcess("locust", command, env=env, cwd=project_root(), log_path=folder / "locust.log").start()
-    deadline = time.monotonic() + run_time_s + stop_timeout_s + 60.0  # startup, data loading, writing reports
-    while process.running and time.monotonic() < deadline:
-        time.sleep(0.2)
+    grace_s = run_time_s + stop_timeout_s + 60.0  # startup, data loading, writing reports
+    with contextlib.suppress(WaitTimeout):  # still running then: stopped and reported below
+        wait_for(lambda: not process.running, grace_s, "Locust to stop", interval=0.2, retry_on=())
     timed_out = process.running
     returncode = process.stop()
     log = process.log_tail(40)

@@ -12,7 +12,6 @@ whatever happened: idle workers would otherwise hold CPU in a shared cluster.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from workshop.loadtest import (
     step_load_env,
 )
 from workshop.paths import project_root
+from workshop.waiting import WaitTimeout, wait_for
 
 JOB = "locust-master"
 WORKERS = "locust-worker"
@@ -96,37 +96,53 @@ def delete_previous_job(batch: client.BatchV1Api, namespace: str, *, timeout: fl
         if error.status == 404:
             return
         raise
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             batch.read_namespaced_job(JOB, namespace)
         except ApiException as error:
             if error.status == 404:
-                return
+                return True
             raise
-        time.sleep(0.5)
-    raise ClusterLoadTestError(f"The previous Job {JOB} in {namespace} was not deleted within {timeout:.0f} s")
+        return False
+
+    try:
+        wait_for(gone, timeout, f"the previous Job {JOB} to be deleted", interval=0.5, retry_on=())
+    except WaitTimeout:
+        raise ClusterLoadTestError(
+            f"The previous Job {JOB} in {namespace} was not deleted within {timeout:.0f} s") from None
 
 
 def wait_for_job(cluster, namespace: str, *, timeout: float, interval: float = 2.0) -> client.V1Job:
-    """Until the Job has succeeded or failed (a failed load test still has results to read)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Until the Job has succeeded or failed (a failed load test still has results to read); a pod that cannot
+    start (a missing image, a crash loop) ends the wait at once, with its story."""
+
+    def finished() -> client.V1Job | None:
         job = cluster.batch.read_namespaced_job(JOB, namespace)
         status = job.status or client.V1JobStatus()
-        finished = {c.type for c in status.conditions or [] if c.status == "True"} & {"Complete", "Failed"}
-        if finished or status.succeeded or status.failed:
+        ended = {c.type for c in status.conditions or [] if c.status == "True"} & {"Complete", "Failed"}
+        if ended or status.succeeded or status.failed:
             return job
         pods = diagnose.pods_for(cluster.core, namespace, {"job-name": JOB})
         stuck = [pod for pod in pods if diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0])]
-        if stuck or time.monotonic() >= deadline:
-            what = "cannot start" if stuck else f"did not finish within {timeout:.0f} s"
-            reports = [diagnose.report(cluster.core, namespace, pod) for pod in stuck or pods]
-            reasons = [reason for report in reports for reason in report.reasons]
-            raise ClusterLoadTestError("\n".join([
-                f"The Locust Job {JOB} in {namespace} {what}.", *(r.text() for r in reports),
-                *(f"What to do: {hint}" for hint in diagnose.hints(reasons))]))
-        time.sleep(interval)
+        if stuck:
+            raise _job_error(cluster, namespace, "cannot start", stuck)
+        return None
+
+    try:
+        return wait_for(finished, timeout, f"the Locust Job {JOB}", interval, retry_on=())
+    except WaitTimeout:
+        pods = diagnose.pods_for(cluster.core, namespace, {"job-name": JOB})
+        raise _job_error(cluster, namespace, f"did not finish within {timeout:.0f} s", pods) from None
+
+
+def _job_error(cluster, namespace: str, what: str, pods: list[client.V1Pod]) -> ClusterLoadTestError:
+    """The Job's failure as kubectl would tell it: each pod's reasons, events and log, then what to do."""
+    reports = [diagnose.report(cluster.core, namespace, pod) for pod in pods]
+    reasons = [reason for report in reports for reason in report.reasons]
+    return ClusterLoadTestError("\n".join([
+        f"The Locust Job {JOB} in {namespace} {what}.", *(r.text() for r in reports),
+        *(f"What to do: {hint}" for hint in diagnose.hints(reasons))]))
 
 
 def master_log(cluster, namespace: str) -> str:

@@ -15,7 +15,6 @@ import http.client
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from kubernetes.stream import portforward
 
 from workshop.k8s import diagnose
 from workshop.k8s.errors import PortForwardError
+from workshop.waiting import WaitTimeout, wait_for
 
 CHUNK = 65536
 
@@ -91,16 +91,14 @@ def resolve_target(core: client.CoreV1Api, namespace: str, service: str, port: i
 def wait_for_endpoint(core: client.CoreV1Api, namespace: str, service: str, port: int | str | None = None, *,
                       timeout: float = 300.0, interval: float = 2.0) -> tuple[str, int]:
     """Poll until a ready pod backs ``service`` (e.g. a Prometheus the operator creates after helm returns)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return resolve_target(core, namespace, service, port)
-        except (PortForwardError, ApiException) as error:
-            if time.monotonic() >= deadline:
-                reason = error if isinstance(error, PortForwardError) else f"HTTP {error.status} {error.reason}"
-                raise PortForwardError(f"Service {service} in {namespace} has no ready pod after {timeout:.0f} s: "
-                                       f"{reason}") from None
-        time.sleep(interval)
+    try:
+        return wait_for(lambda: resolve_target(core, namespace, service, port), timeout,
+                        f"a ready pod behind Service {service}", interval, retry_on=(PortForwardError, ApiException))
+    except WaitTimeout as waited:
+        error = waited.last_error
+        reason = f"HTTP {error.status} {error.reason}" if isinstance(error, ApiException) else error
+        raise PortForwardError(f"Service {service} in {namespace} has no ready pod after {timeout:.0f} s: "
+                               f"{reason}") from None
 
 
 @dataclass

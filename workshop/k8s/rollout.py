@@ -20,6 +20,7 @@ from kubernetes import client
 
 from workshop.k8s import diagnose
 from workshop.k8s.errors import RolloutError
+from workshop.waiting import WaitTimeout, wait_for
 
 
 def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
@@ -51,30 +52,34 @@ def wait_for_rollout(
     Each poll reads the Deployment and (with ``fail_fast``) its pods; events and logs are read only to
     explain a failure, so waiting costs two requests a poll.
     """
-    deadline = clock() + timeout
-    shown = ""
+    shown = last = ""
+    latest: client.V1Deployment | None = None
 
     def say(line: str) -> None:
         if progress:
             print(f"deployment/{name}: {line}", flush=True)
 
-    while True:
-        deployment = cluster.apps.read_namespaced_deployment(name, namespace)
-        done, last = rollout_state(deployment)
+    def rolled_out() -> client.V1Deployment | None:
+        nonlocal shown, last, latest
+        latest = cluster.apps.read_namespaced_deployment(name, namespace)
+        done, last = rollout_state(latest)
         if last != shown:
             say(last)
             shown = last
         if done:
             say("successfully rolled out")
-            return deployment
+            return latest
         if fail_fast:
-            unready = _unready(cluster, namespace, deployment)
+            unready = _unready(cluster, namespace, latest)
             if any(diagnose.FATAL.intersection(diagnose.pod_reasons(pod)[0]) for pod in unready):
                 raise _error(cluster, namespace, name, f"failed: {last}", unready)
-        if clock() >= deadline:
-            raise _error(cluster, namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
-                         _unready(cluster, namespace, deployment))
-        time.sleep(interval)
+        return None
+
+    try:
+        return wait_for(rolled_out, timeout, f"deployment/{name}", interval, retry_on=(), clock=clock)
+    except WaitTimeout:
+        raise _error(cluster, namespace, name, f"did not roll out within {timeout:.0f} s ({last})",
+                     _unready(cluster, namespace, latest)) from None
 
 
 def _unready(cluster, namespace: str, deployment: client.V1Deployment) -> list[client.V1Pod]:
