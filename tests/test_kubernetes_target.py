@@ -1043,7 +1043,7 @@ def test_the_master_jobs_command_with_real_locust_gives_the_same_tables(model_di
         values = cluster_loadtest.settings(service.url, users=4, spawn_rate=4, run_time_s=6, workers=1,
                                            think_time_s=0.05, stop_timeout_s=2)
         env = {**os.environ, **values, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "LOCUST_LOCUSTFILE": str(PROJECT_ROOT / "k8s" / "load_tests" / "locustfile.py"),
+               "LOCUST_LOCUSTFILE": str(PROJECT_ROOT / "load_tests" / "locustfile.py"),  # baked into the image
                "LOCUST_MASTER_BIND_PORT": str(port)}
         master_args = [arg.replace("/results/", f"{results}/") for arg in container["args"]]
         script = container["command"][2].replace("/results/", f"{results}/")

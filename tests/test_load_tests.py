@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from workshop.loadtest import (
 )
 from workshop.process import free_port
 from workshop.targets import LocalTarget
+from workshop.waiting import wait_for
 
 K8S = PROJECT_ROOT / "k8s" / "load_tests"
 CORRUPTIONS = {"string", "negative", "impossible", "missing", "wrong_type"}
@@ -254,10 +256,20 @@ def _containers(document: dict) -> list[dict]:
     return document["spec"]["template"]["spec"]["containers"]
 
 
-def test_k8s_locustfile_is_a_copy_of_the_source():
-    assert (K8S / "locustfile.py").read_bytes() == locustfile().read_bytes(), (
-        "k8s/load_tests/locustfile.py is stale: cp load_tests/locustfile.py k8s/load_tests/locustfile.py"
-    )
+def test_k8s_pods_run_the_locustfile_baked_into_the_image():
+    """One locustfile: the Job and the workers run the image's (the Dockerfile copies load_tests/locustfile.py
+    to where the image's LOCUST_LOCUSTFILE points, tests/test_dockerfile.py); nothing mounts or names another."""
+    assert not list(K8S.glob("*.py")), "a locustfile beside the manifests would be a second copy to keep in step"
+    assert not [g["name"] for g in _documents()["Kustomization"]["configMapGenerator"] if g.get("files")]
+    settings = dict(line.split("=", 1) for line in (K8S / "settings.env").read_text().split() if "=" in line)
+    assert "LOCUST_LOCUSTFILE" not in settings
+    for kind in ("Job", "Deployment"):
+        pod = _documents()[kind]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["image"] == "wine-locust"
+        assert "LOCUST_LOCUSTFILE" not in {item["name"] for item in container.get("env", [])}, kind
+        assert not {"-f", "--locustfile"} & set(container.get("args", []) + container.get("command", [])), kind
+        assert not [v for v in pod["volumes"] if "configMap" in v], f"{kind} mounts a ConfigMap over the image"
 
 
 def test_k8s_manifests_parse_and_have_the_required_kinds():
@@ -367,3 +379,69 @@ def test_a_real_step_load_stops_after_the_first_step_that_breaks_the_slo(
     table = p99_by_users(result)
     assert table.index.max() == (2 if stop_when_broken else 6), table
     assert breaking_load(table) == 2
+
+
+class _NoServices:
+    """The kube-proxy stand-in for a pod that names no Service."""
+
+    def address(self, namespace: str, name: str, port: int) -> None:
+        return None
+
+    def rewrite_url(self, namespace: str, value: str) -> None:
+        return None
+
+
+@pytest.mark.slow
+def test_the_standin_cluster_runs_the_jobs_locust_with_the_locustfile_baked_into_the_image(tmp_path: Path):
+    """The master Job's pod on the stand-in node (tests/standin), its image holding what the Dockerfile's locust
+    stage puts in: the locustfile at the image's LOCUST_LOCUSTFILE, and nothing in the pod naming another. Locust
+    runs alone (no workers: ``--master`` dropped) for two seconds against a closed port; the CSVs in its log
+    are the locustfile's requests, all failed."""
+    from kubernetes import client
+
+    from tests.standin.__main__ import StandinServer
+    from tests.standin.node import Image, Node, forever
+    from tests.test_dockerfile import dockerfile
+    from workshop.k8s.loadtest import parse_log
+
+    image_env = dockerfile().env("locust")
+    root = tmp_path / "image"
+    baked = root / image_env["LOCUST_LOCUSTFILE"].lstrip("/")
+    baked.parent.mkdir(parents=True)
+    baked.write_bytes(locustfile().read_bytes())  # COPY load_tests/locustfile.py
+    env = {"PATH": "/opt/venv/bin:/usr/bin:/bin", "LOCUST_LOCUSTFILE": image_env["LOCUST_LOCUSTFILE"]}
+    tag, image_id = "wine-locust:standin", "sha256:locust-standin"
+    (tmp_path / "images.json").write_text(json.dumps({tag: image_id}))
+
+    job = next(d for d in yaml.safe_load_all((K8S / "master-job.yaml").read_text()) if d["kind"] == "Job")
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    container["image"] = tag
+    container["args"] = [arg for arg in container["args"] if arg != "--master"]
+    closed = free_port()
+    settings = {"LOCUST_HOST": f"http://127.0.0.1:{closed}", "LOCUST_USERS": "2", "LOCUST_SPAWN_RATE": "2",
+                "LOCUST_RUN_TIME": "2s", "LOCUST_STOP_TIMEOUT": "1s", "LOCUST_THINK_TIME": "0.05"}
+    with StandinServer() as server:
+        configuration = client.Configuration()
+        configuration.host = server.url
+        node = Node(client.ApiClient(configuration), tmp_path, _NoServices())
+        server.handler.node = node
+        node.images._unpacked[image_id] = Image(tag, image_id, env, [], ["locust"], "/srv", root)
+        stop = threading.Event()
+        forever(node.sync, stop, 0.1, "kubelet")
+        try:
+            node.core.create_namespaced_config_map("load", {"metadata": {"name": "locust-settings", "namespace": "load"},
+                                                            "data": settings})
+            node.core.create_namespaced_pod("load", {"metadata": {"name": "locust-master-1", "namespace": "load",
+                                                                  **pod["metadata"]}, "spec": pod["spec"]})
+            phase = wait_for(lambda: node.core.read_namespaced_pod("locust-master-1", "load").status.phase
+                             in ("Succeeded", "Failed"), timeout=120, what="the Job's pod to end", interval=0.2)
+            assert phase
+            log = node.core.read_namespaced_pod_log("locust-master-1", "load")
+        finally:
+            stop.set()
+            node.stop()
+    assert parse_log(log, tmp_path / "results") == 1, log[-3000:]
+    stats = pd.read_csv(tmp_path / "results" / "locust_stats.csv").set_index("Name")
+    assert {"/predict", "/predict/batch"} <= set(stats.index), stats.index.tolist()
+    assert stats.loc["Aggregated", "Request Count"] == stats.loc["Aggregated", "Failure Count"] > 0
