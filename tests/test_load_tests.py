@@ -430,8 +430,8 @@ def test_the_standin_cluster_runs_the_jobs_locust_with_the_locustfile_baked_into
         stop = threading.Event()
         forever(node.sync, stop, 0.1, "kubelet")
         try:
-            node.core.create_namespaced_config_map("load", {"metadata": {"name": "locust-settings", "namespace": "load"},
-                                                            "data": settings})
+            node.core.create_namespaced_config_map(
+                "load", {"metadata": {"name": "locust-settings", "namespace": "load"}, "data": settings})
             node.core.create_namespaced_pod("load", {"metadata": {"name": "locust-master-1", "namespace": "load",
                                                                   **pod["metadata"]}, "spec": pod["spec"]})
             phase = wait_for(lambda: node.core.read_namespaced_pod("locust-master-1", "load").status.phase
