@@ -363,7 +363,7 @@ class KubernetesTarget:
         card = model_dir / "model_card.json"
         if not card.is_file():
             raise KubernetesTargetError(f"{model_dir} holds no model_card.json: train a model first "
-                                        "(python -m app.wine.train --output DIR), or deploy_wine() without model_dir.")
+                                        "(python -m training --output DIR), or deploy_wine() without model_dir.")
         tag = f"{images.repository(self.wine_image)}:{images.version_tag(json.loads(card.read_text())['version'])}"
         self._require_docker()
         with docker.temporary_context(model_dir) as context:
