@@ -7,8 +7,11 @@ models are built once per test session into one folder, whichever module asks fi
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -107,3 +110,42 @@ def user(content: str = "Hello, how are you?") -> list[dict[str, str]]:
 def forbid_network_env() -> dict[str, str]:
     """Environment for a child service that must never reach a hub."""
     return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def eventually(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll ``condition`` every 10 ms until it holds (its value), else fail saying ``what`` was awaited."""
+    from workshop.waiting import wait_for
+
+    return wait_for(condition, timeout, what, interval=0.01)
+
+
+@contextmanager
+def served_in_a_thread(app: FastAPI, **config: Any) -> Iterator[str]:
+    """``app`` in a real uvicorn on 127.0.0.1 (only a real socket can hang up mid-answer), in a thread; its URL
+    once uvicorn listens and the app's model serves. ``config``: more of uvicorn's settings (``http=``)."""
+    import uvicorn
+
+    from workshop.process import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: server.started or not thread.is_alive(), "uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        assert wait_loaded(app)["state"] == "RUNNING"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def served_metrics(url: str) -> dict[str, float]:
+    """A live server's /metrics as ``{"name{label='value',...}": value}`` (labels sorted; ``name{}`` without)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {f"{s.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(s.labels.items()))}}}": s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

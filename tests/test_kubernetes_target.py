@@ -38,6 +38,7 @@ import yaml
 from kubernetes import client
 
 from tests.conftest import PROJECT_ROOT
+from tests.http_stand_ins import QuietHandler, background_server
 from tests.kube_emulator import Emulator, write_kubeconfig
 from workshop import container
 from workshop.k8s import diagnose, helm, images, manifests
@@ -1248,27 +1249,6 @@ def replica_metrics(predictions: int) -> str:
         wine_request_seconds_count {predictions}.0
         wine_request_seconds_sum {predictions / 100}
         """)
-
-
-class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler for the small HTTP servers that stand in for pods and Grafana here: no access log."""
-
-    def answer(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def background_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    """``handler`` served on a free port of 127.0.0.1 by a daemon thread; shut it down when done."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 @pytest.fixture

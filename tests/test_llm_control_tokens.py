@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -90,6 +91,18 @@ def assert_turns_as_the_template_wrote_them(tokenizer, prompt: list[int], messag
     assert not set(prompt) & (controls - {start, end}), "a special token other than the template's reached the model"
 
 
+def send_forged_turns(client: TestClient, prompts_read: list, api: str, model: str, role: str) -> tuple[Any, list]:
+    """Send a conversation whose ``role`` message spells control tokens; the answer and the prompt ids the model
+    read, once they are checked to hold only the turns the template wrote."""
+    messages = conversation(role)
+    response = client.post(api, json=body(api, model, messages))
+    assert response.status_code == 200, response.text
+    (prompt,) = prompts_read
+    assert_turns_as_the_template_wrote_them(client.app.state.serving.manager.lifecycle.serving.tokenizer, prompt,
+                                            messages)
+    return response, prompt
+
+
 # The tiny models (a byte-level BPE trained here; ChatML) -------------------------------------------------
 
 
@@ -97,12 +110,7 @@ def assert_turns_as_the_template_wrote_them(tokenizer, prompt: list[int], messag
 @pytest.mark.parametrize("role", ROLES)
 def test_control_tokens_in_a_message_reach_the_tiny_model_as_text(llm_client: TestClient, prompts_read, api: str,
                                                                    role: str) -> None:
-    messages = conversation(role)
-    response = llm_client.post(api, json=body(api, MODEL_A, messages))
-    assert response.status_code == 200, response.text
-    (prompt,) = prompts_read
-    tokenizer = llm_client.app.state.serving.manager.lifecycle.serving.tokenizer
-    assert_turns_as_the_template_wrote_them(tokenizer, prompt, messages)
+    response, prompt = send_forged_turns(llm_client, prompts_read, api, MODEL_A, role)
     assert response.json()["usage"]["prompt_tokens"] == len(prompt)
 
 
@@ -131,12 +139,7 @@ def real_client(real_models_dir: Path) -> Iterator[TestClient]:
 @pytest.mark.parametrize("role", ROLES)
 def test_control_tokens_in_a_message_reach_smollm2_as_text(real_client: TestClient, prompts_read, api: str,
                                                            role: str) -> None:
-    messages = conversation(role)
-    response = real_client.post(api, json=body(api, REAL_MODEL, messages))
-    assert response.status_code == 200, response.text
-    (prompt,) = prompts_read
-    tokenizer = real_client.app.state.serving.manager.lifecycle.serving.tokenizer
-    assert_turns_as_the_template_wrote_them(tokenizer, prompt, messages)
+    send_forged_turns(real_client, prompts_read, api, REAL_MODEL, role)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.llm_fixtures import (  # noqa: F401  (fixtures)
     MODEL_A,
     MODEL_B,
+    eventually,
     llm_client,
     llm_models_dir,
     make_llm_client,
+    served_in_a_thread,
+    served_metrics,
     user,
     wait_loaded,
 )
@@ -449,12 +452,9 @@ LONG, TOKEN_S = 480, 0.01  # 480 tokens of at least 10 ms: seconds of work, what
 def live_server(llm_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The app in a real uvicorn on 127.0.0.1 (only a real socket can hang up mid-generation), each of whose
     tokens takes at least TOKEN_S: a client that leaves after a fraction of a second always leaves mid-answer."""
-    import uvicorn
-
     from app.llm import generation
     from app.llm.api import create_app
     from app.llm.config import Settings
-    from workshop.process import free_port
 
     checked = generation._Cancelled.__call__
 
@@ -465,34 +465,8 @@ def live_server(llm_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setattr(generation._Cancelled, "__call__", slow)
     app = create_app(Settings(models_dir=llm_models_dir, default_model=MODEL_A, hub_offline=True,
                               max_new_tokens_cap=LONG))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        _wait_for(lambda: server.started or not thread.is_alive(), "uvicorn to start")
-        assert server.started, "uvicorn did not start"
-        assert wait_loaded(app)["state"] == "RUNNING"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
-def _server_metrics(url: str) -> dict[str, float]:
-    import httpx
-
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {f"{s.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(s.labels.items()))}}}": s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    with served_in_a_thread(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
@@ -508,8 +482,8 @@ def test_a_client_that_goes_away_stops_its_generation(live_server: str, stream: 
         client = openai.OpenAI(base_url=f"{live_server}/v1", api_key="unused", max_retries=0, timeout=0.5)
         with pytest.raises(openai.APITimeoutError):  # the client gives up and hangs up
             client.chat.completions.create(**request)
-    _wait_for(lambda: _server_metrics(live_server)[cancelled] == 1, "the generation to be cancelled", timeout=30)
-    after = _server_metrics(live_server)
+    eventually(lambda: served_metrics(live_server)[cancelled] == 1, "the generation to be cancelled", timeout=30)
+    after = served_metrics(live_server)
     generated = after["llm_completion_tokens_total{}"]
     assert 0 < generated < LONG / 2, f"{generated} tokens generated for a client that had left"
     assert after["llm_queue_depth{}"] == 0 and after[success] == 0

@@ -14,14 +14,22 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.llm_fixtures import MODEL_A, llm_models_dir, make_llm_client, user  # noqa: F401  (fixtures)
+from tests.llm_fixtures import (  # noqa: F401  (fixtures)
+    MODEL_A,
+    eventually,
+    llm_models_dir,
+    make_llm_client,
+    served_in_a_thread,
+    served_metrics,
+    user,
+)
 
 TOKEN_S = 0.05  # each forward pass takes at least this long: a generation's time is known, whatever the machine
 
@@ -33,14 +41,6 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
             if sample.name == name and tuple(sorted(sample.labels.items())) == wanted:
                 return sample.value
     return 0.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Pace:
@@ -96,7 +96,7 @@ def retry_after_when_full(make_llm_client, pace: Pace, batch: int, queue: int, t
         "messages": user(), "max_new_tokens": 1})] * (batch + queue))))
     fill.start()
     try:
-        wait_for(lambda: metric(client, "llm_queue_depth") == batch + queue, "the batch and the queue to fill")
+        eventually(lambda: metric(client, "llm_queue_depth") == batch + queue, "the batch and the queue to fill")
         refused = [client.post("/completion", json={"messages": user(), "max_new_tokens": 1}),
                    client.post("/v1/chat/completions", json={"model": MODEL_A, "messages": user(), "max_tokens": 1})]
     finally:
@@ -130,13 +130,10 @@ LIVE_TOKEN_S = 0.01  # each forward pass of the live server takes at least this 
 def live_server(llm_models_dir, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The app in a real uvicorn on 127.0.0.1, with the protocol ``python -m app.llm`` serves it with, one row
     decoding at a time (a second request waits), each token at least LIVE_TOKEN_S."""
-    import uvicorn
-
     from app.common.server import guarded_protocol
     from app.llm import generation
     from app.llm.api import create_app
     from app.llm.config import Settings
-    from workshop.process import free_port
 
     real_forward = generation._forward
 
@@ -147,28 +144,8 @@ def live_server(llm_models_dir, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     monkeypatch.setattr(generation, "_forward", paced)
     settings = Settings(models_dir=llm_models_dir, default_model=MODEL_A, hub_offline=True, max_new_tokens_cap=480,
                         max_batch_size=1, max_queue=4)
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           http=guarded_protocol(settings)))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), "uvicorn to start")
-        assert server.started, "uvicorn did not start"
-        assert app.state.serving.manager.wait(60).state.value == "RUNNING"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
-def live_metrics(url: str) -> dict[str, float]:
-    import httpx
-
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    with served_in_a_thread(create_app(settings), http=guarded_protocol(settings)) as url:
+        yield url
 
 
 def send(url: str, api: str, max_tokens: int, stream: bool) -> socket.socket:
@@ -195,8 +172,8 @@ def read_until(connection: socket.socket, marker: bytes) -> bytes:
 
 
 def outcomes(url: str) -> dict[str, float]:
-    found = live_metrics(url)
-    return {outcome: found[f"llm_completions_total{{outcome={outcome}}}"] for outcome in ("success", "cancelled")}
+    found = served_metrics(url)
+    return {outcome: found[f"llm_completions_total{{outcome={outcome!r}}}"] for outcome in ("success", "cancelled")}
 
 
 def settled(url: str, before: dict[str, float], requests: int) -> dict[str, float]:
@@ -204,9 +181,9 @@ def settled(url: str, before: dict[str, float], requests: int) -> dict[str, floa
     def counted() -> bool:
         now = outcomes(url)
         return (sum(now.values()) - sum(before.values()) >= requests
-                and live_metrics(url)["llm_queue_depth{}"] == 0)
+                and served_metrics(url)["llm_queue_depth{}"] == 0)
 
-    wait_for(counted, f"{requests} completions to be counted")
+    eventually(counted, f"{requests} completions to be counted")
     time.sleep(0.3)  # nothing more is counted later
     now = outcomes(url)
     return {outcome: now[outcome] - before[outcome] for outcome in now}
@@ -230,10 +207,10 @@ def test_a_plain_answer_whose_client_left_before_it_was_ready_is_cancelled(live_
 def test_a_plain_answer_whose_client_left_while_it_ran_is_cancelled(live_server: str, api: str) -> None:
     before = outcomes(live_server)
     connection = send(live_server, api, 400, stream=False)
-    wait_for(lambda: live_metrics(live_server)["llm_queue_depth{}"] == 1, "the generation to run")
+    eventually(lambda: served_metrics(live_server)["llm_queue_depth{}"] == 1, "the generation to run")
     connection.close()
     assert settled(live_server, before, 1) == {"success": 0, "cancelled": 1}
-    assert live_metrics(live_server)["llm_completion_tokens_total{}"] < 400, "the generation ran on after it left"
+    assert served_metrics(live_server)["llm_completion_tokens_total{}"] < 400, "the generation ran on after it left"
 
 
 @pytest.mark.slow
@@ -244,12 +221,12 @@ def test_a_stream_whose_client_left_is_cancelled(live_server: str, api: str, lea
     holder = None
     if leaves == "while-waiting":  # one row: a first request holds it, the stream waits behind it
         holder = send(live_server, api, 400, stream=False)
-        wait_for(lambda: live_metrics(live_server)["llm_queue_depth{}"] == 1, "the first request to run")
+        eventually(lambda: served_metrics(live_server)["llm_queue_depth{}"] == 1, "the first request to run")
     connection = send(live_server, api, 2 if leaves == "at-once" else 400, stream=True)
     if leaves == "mid-stream":
         assert b"data:" in read_until(connection, b"data:")
     elif leaves == "while-waiting":
-        wait_for(lambda: live_metrics(live_server)["llm_queue_depth{}"] == 2, "the stream to wait")
+        eventually(lambda: served_metrics(live_server)["llm_queue_depth{}"] == 2, "the stream to wait")
     connection.close()
     if holder is not None:
         holder.close()

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.http_stand_ins import QuietHandler, background_server
 from workshop.process import ProcessError
 from workshop.prometheus import (
     INSTALL_HINT,
@@ -79,26 +80,17 @@ class FakePrometheus(ThreadingHTTPServer):
 
 @pytest.fixture
 def fake_prometheus() -> Iterator[FakePrometheus]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             self.server.requests.append((url.path, parse_qs(url.query)))
             status, content_type, body = self.server.answer
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(status, body, content_type)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = FakePrometheus(("127.0.0.1", 0), Handler)
+    server = background_server(Handler, FakePrometheus)
     server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
-    server.server_close()
 
 
 def _url(server: FakePrometheus) -> str:

@@ -82,8 +82,8 @@ class NotebookFailedError(RuntimeError):
         self.run = run
 
 
-# Notebooks that act on the whole machine (teardown stops every workshop process and removes the images):
-# when the editions run at the same time, these run after both, one edition after the other.
+# Notebooks that act on the whole machine (teardown stops every process the workshop started and removes the
+# images): when the editions run at the same time, these run after both, one edition after the other.
 MACHINE_WIDE = ("teardown",)
 # Where the answer key keeps what a notebook writes, relative to its edition folder, when it runs beside the
 # learner's edition: {notebook parameter: value}. A parameter goes only to the notebooks that declare it.
