@@ -16,9 +16,9 @@ from app.common.errors import (
     error_body,
 )
 
-__all__ = ["GenerationError", "InputTooLongError", "InvalidModelIdError", "LLMServiceError", "ModelNotReadyError",
-           "OverloadedError", "PayloadTooLargeError", "SwapInProgressError", "UnsupportedMediaTypeError",
-           "error_body"]
+__all__ = ["ControlTokenError", "GenerationError", "InputTooLongError", "InvalidModelIdError", "LLMServiceError",
+           "ModelNotReadyError", "OverloadedError", "PayloadTooLargeError", "SwapInProgressError",
+           "UnsupportedMediaTypeError", "error_body"]
 
 
 class LLMServiceError(ServiceError):
@@ -47,6 +47,13 @@ class InvalidModelIdError(LLMServiceError):
 
 class InputTooLongError(LLMServiceError):
     """The prompt, once the chat template is applied, has more tokens than allowed."""
+
+    status_code = 422
+    kind = "validation_error"
+
+
+class ControlTokenError(LLMServiceError):
+    """A message spells a control token that this model's tokenizer cannot encode as plain text."""
 
     status_code = 422
     kind = "validation_error"

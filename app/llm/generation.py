@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.llm.errors import GenerationError, InputTooLongError, LLMServiceError, OverloadedError
+from app.llm.errors import ControlTokenError, GenerationError, InputTooLongError, OverloadedError
 from app.llm.loader import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,6 @@ class Completion:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-class ControlTokenError(LLMServiceError):
-    """A message spells a control token that this model's tokenizer cannot encode as plain text."""
-
-    status_code = 422
-    kind = "validation_error"
 
 
 def refuse_control_tokens(model: LoadedModel, messages: list[dict[str, str]]) -> None:
