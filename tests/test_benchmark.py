@@ -55,7 +55,7 @@ def test_parse_wrk_refuses_output_without_latency_distribution() -> None:
 
 
 def test_missing_model_says_how_to_train_one(tmp_path: Path) -> None:
-    with pytest.raises(BenchmarkError, match=r"python -m app\.wine\.train"):
+    with pytest.raises(BenchmarkError, match=r"python -m training"):
         check_model_dir(tmp_path)
 
 
