@@ -26,7 +26,7 @@ from typing import Any
 
 from workshop.observability import generated
 from workshop.observability.llm_alerts import LLM_ALERTS
-from workshop.observability.rules import HELM_RELEASE, NAMESPACE, AlertRule, AlertSet, RuleGroup
+from workshop.observability.rules import HELM_RELEASE, NAMESPACE, AlertRule, AlertSet, RuleGroup, target_down_rule
 from workshop.observability.rules import expr as _expr
 from workshop.paths import project_root
 
@@ -101,22 +101,8 @@ def _latency_rule(quantile: float, bound: float, name: str, severity: str) -> Al
 
 RULE_GROUPS: tuple[RuleGroup, ...] = (
     RuleGroup("wine-availability", (
-        AlertRule(
-            name="WineServiceDown",
-            expr=f"up{{{SELECTOR}}} == 0",
-            hold="1m",
-            severity="critical",
-            summary="Wine service target {{ $labels.instance }} is down",
-            description=(
-                "Prometheus has failed to scrape /metrics of {{ $labels.instance }} (job {{ $labels.job }}) "
-                "for over a minute: the process is gone, hung, or unreachable. Predictions from it fail."
-            ),
-            runbook=(
-                "Local: is uvicorn running (its log in build/), does `curl <instance>/health` answer? Kubernetes: "
-                "`kubectl get pods` and `kubectl describe pod` for restarts, OOMKilled or failing probes, then "
-                "`kubectl logs --previous`. Prometheus' Targets page shows the scrape error."
-            ),
-        ),
+        target_down_rule("WineServiceDown", JOB, "Wine service", "Predictions from it fail.",
+                         "restarts, OOMKilled or failing probes"),
         AlertRule(
             name="WineTargetMissing",
             expr=f"absent(up{{{SELECTOR}}})",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workshop.observability.rules import AlertRule, AlertSet, RuleGroup, expr
+from workshop.observability.rules import AlertRule, AlertSet, RuleGroup, expr, target_down_rule
 
 JOB = "llm"
 SELECTOR = f'job="{JOB}"'
@@ -37,23 +37,9 @@ STATUS_HINT = "GET /status gives the state, the serving and the loading model, t
 
 RULE_GROUPS: tuple[RuleGroup, ...] = (
     RuleGroup("llm-availability", (
-        AlertRule(
-            name="LLMServiceDown",
-            expr=f"up{{{SELECTOR}}} == 0",
-            hold="1m",
-            severity="critical",
-            summary="LLM service target {{ $labels.instance }} is down",
-            description=(
-                "Prometheus has failed to scrape /metrics of {{ $labels.instance }} (job {{ $labels.job }}) "
-                "for over a minute: the process is gone, hung, or unreachable. Completions from it fail."
-            ),
-            runbook=(
-                "Local: is uvicorn running (its log in build/), does `curl <instance>/health` answer? Kubernetes: "
-                "`kubectl get pods` and `kubectl describe pod` for restarts, OOMKilled (a model too large for the "
-                "memory limit) or a failing startup probe (a model that loads longer than its budget), then "
-                "`kubectl logs --previous`."
-            ),
-        ),
+        target_down_rule("LLMServiceDown", JOB, "LLM service", "Completions from it fail.",
+                         "restarts, OOMKilled (a model too large for the memory limit) or a failing startup "
+                         "probe (a model that loads longer than its budget)"),
         AlertRule(
             name="LLMNoModelServing",
             # Per instance: scraped fine, yet no llm_model_info series at 1 (the serving model's).

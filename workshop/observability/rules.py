@@ -63,6 +63,29 @@ class AlertRule:
         }
 
 
+def target_down_rule(name: str, job: str, service: str, consequence: str, kubernetes_hint: str) -> AlertRule:
+    """The first alert of every service: Prometheus cannot scrape one of its targets for a minute.
+
+    Only the service's name, what its users lose and what to look for in ``kubectl describe pod`` differ.
+    """
+    return AlertRule(
+        name=name,
+        expr=f'up{{job="{job}"}} == 0',
+        hold="1m",
+        severity="critical",
+        summary=f"{service} target {{{{ $labels.instance }}}} is down",
+        description=(
+            "Prometheus has failed to scrape /metrics of {{ $labels.instance }} (job {{ $labels.job }}) "
+            f"for over a minute: the process is gone, hung, or unreachable. {consequence}"
+        ),
+        runbook=(
+            "Local: is the service running (its log in build/), does `curl <instance>/health` answer? "
+            f"Kubernetes: `kubectl get pods` and `kubectl describe pod` for {kubernetes_hint}, then "
+            "`kubectl logs --previous`. Prometheus' Targets page shows the scrape error."
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class RuleGroup:
     """A named group: Prometheus evaluates the rules of a group together, at one interval."""
