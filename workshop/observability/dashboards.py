@@ -34,11 +34,10 @@ from workshop.observability.panels import (
     PanelBuilder,
     Row,
     build_dashboard,
-    cpu_panel,
     dashed_thresholds,
     error_ratio_panel,
-    memory_panel,
     metric,
+    process_panels,
     quantile_targets,
     query,
     rate,
@@ -224,7 +223,7 @@ def _model_rows() -> list[Row]:
                 sized(rejected_inputs_panel(), 8, 10),
             ],
         ),
-        ("Process", [sized(cpu_panel(), 12), sized(memory_panel(), 12)]),
+        ("Process", process_panels()),
     ]
 
 

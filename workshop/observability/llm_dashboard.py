@@ -12,25 +12,9 @@ from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import stat
 from grafana_foundation_sdk.models import common
 
+from workshop.observability import panels
 from workshop.observability.llm_alerts import GENERATION_P95_SECONDS, JOB
-from workshop.observability.panels import (
-    DATASOURCE,
-    RATE,
-    PanelBuilder,
-    Row,
-    build_dashboard,
-    cpu_panel,
-    dashed_thresholds,
-    error_ratio_panel,
-    memory_panel,
-    metric,
-    quantile_targets,
-    query,
-    rate,
-    request_rate_panel,
-    sized,
-    timeseries_panel,
-)
+from workshop.observability.panels import PanelBuilder, metric, query, rate, sized, timeseries_panel
 
 
 def _stat(title: str, description: str) -> stat.Panel:
@@ -39,7 +23,7 @@ def _stat(title: str, description: str) -> stat.Panel:
         stat.Panel()
         .title(title)
         .description(description)
-        .datasource(DATASOURCE)
+        .datasource(panels.DATASOURCE)
         .unit("short")
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .color_mode(common.BigValueColorMode.NONE)
@@ -149,7 +133,7 @@ def tokens_panel() -> PanelBuilder:
 def generation_latency_panel() -> PanelBuilder:
     """How long generating takes, and how long users wait: the gap between the two is the queue."""
     request = rate("http_request_duration_seconds_bucket", 'handler="/completion"')
-    return dashed_thresholds(
+    return panels.dashed_thresholds(
         timeseries_panel(
             "Generation latency p50 / p95 / p99",
             "Time to generate a whole answer, from a generation thread taking the request to its last token "
@@ -165,7 +149,7 @@ def generation_latency_panel() -> PanelBuilder:
         (GENERATION_P95_SECONDS, "red"),
     ).targets(
         [
-            *quantile_targets(rate("llm_generation_seconds_bucket")),
+            *panels.quantile_targets(rate("llm_generation_seconds_bucket")),
             query(f"histogram_quantile(0.95, sum by (le) ({request}))", "p95 whole request (queueing included)",
                   "D"),
         ]
@@ -206,7 +190,7 @@ def time_to_first_token_panel() -> PanelBuilder:
         "processing plus the wait for a generation slot, so it rises with long prompts (many messages) and "
         "with a queue. No data: no streaming requests.",
         "s",
-    ).min(0).targets(quantile_targets(rate("llm_time_to_first_token_seconds_bucket"), (0.5, 0.95)))
+    ).min(0).targets(panels.quantile_targets(rate("llm_time_to_first_token_seconds_bucket"), (0.5, 0.95)))
 
 
 # --- Model lifecycle -----------------------------------------------------------------------------
@@ -215,8 +199,8 @@ def time_to_first_token_panel() -> PanelBuilder:
 def load_duration_panel() -> PanelBuilder:
     """Loads are rare events: the duration of each, and the mean since the process started."""
     in_window = (
-        f"sum by (outcome) (increase({metric('llm_model_load_seconds_sum')}[{RATE}]))"
-        f" / (sum by (outcome) (increase({metric('llm_model_load_seconds_count')}[{RATE}])) > 0)"
+        f"sum by (outcome) (increase({metric('llm_model_load_seconds_sum')}[{panels.RATE}]))"
+        f" / (sum by (outcome) (increase({metric('llm_model_load_seconds_count')}[{panels.RATE}])) > 0)"
     )
     since_start = (
         f"sum by (outcome) ({metric('llm_model_load_seconds_sum')})"
@@ -256,7 +240,7 @@ def swaps_panel() -> PanelBuilder:
 # --- Dashboard -----------------------------------------------------------------------------------
 
 
-def _rows() -> list[Row]:
+def _rows() -> list[panels.Row]:
     """The layout, top to bottom: which model and state, the completions, the lifecycle, HTTP and process."""
     return [
         (
@@ -282,10 +266,9 @@ def _rows() -> list[Row]:
         (
             "HTTP and process",
             [
-                sized(request_rate_panel(), 12),
-                sized(error_ratio_panel(), 12),
-                sized(cpu_panel(), 12),
-                sized(memory_panel(), 12),
+                sized(panels.request_rate_panel(), 12),
+                sized(panels.error_ratio_panel(), 12),
+                *panels.process_panels(),
             ],
         ),
     ]
@@ -293,7 +276,7 @@ def _rows() -> list[Row]:
 
 def build_llm_dashboard() -> dict:
     """The LLM service's dashboard: lifecycle, completions and tokens, model loads and swaps, HTTP, process."""
-    return build_dashboard(
+    return panels.build_dashboard(
         title="LLM service",
         uid="llm-service",
         description=(

@@ -217,6 +217,11 @@ def to_dict(built: models.Dashboard) -> dict:
     return data
 
 
+def process_panels() -> list[PanelBuilder]:
+    """CPU and memory side by side, half the width each: the process row every service's dashboard ends with."""
+    return [sized(cpu_panel(), 12), sized(memory_panel(), 12)]
+
+
 def build_dashboard(
     *,
     title: str,
