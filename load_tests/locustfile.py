@@ -1,6 +1,6 @@
 """Simulated production traffic for the wine service: good wines, broken ones, batches, probes.
 
-``locust -f load_tests/locustfile.py --host http://127.0.0.1:8000`` (or ``python -m workshop.loadtest``).
+``locust -f load_tests/locustfile.py --host http://127.0.0.1:8000`` (or ``python -m workshop loadtest``).
 
 Every user picks real rows of the UCI dataset (loaded once per process from ``WINE_QUALITY_DATA_DIR`` or
 the per-user cache, never downloaded per user) and sends them with think times between requests. Some

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from workshop.__main__ import main
 from workshop.observability import alerts, llm_alerts
 from workshop.observability.rules import AlertSet
 
@@ -57,17 +58,19 @@ def load(path: Path) -> dict:
 
 def test_committed_files_are_up_to_date():
     stale = alerts.stale_files(PROJECT_ROOT)
-    assert not stale, f"stale: {[str(p) for p in stale]}; run python -m workshop.observability.alerts"
+    assert not stale, f"stale: {[str(p) for p in stale]}; run python -m workshop alerts"
 
 
-def test_check_names_the_stale_file_and_write_fixes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert alerts.main([], root=tmp_path) == 0
-    assert alerts.main(["--check"], root=tmp_path) == 0
+def test_check_names_the_stale_file_and_write_fixes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("workshop.cli.alerts.project_root", lambda: tmp_path)
+    assert main(["alerts"]) == 0
+    assert main(["alerts", "--check"]) == 0
     (tmp_path / alerts.MANIFEST_FILE).write_text("edited by hand\n")
     capsys.readouterr()
-    assert alerts.main(["--check"], root=tmp_path) == 1
+    assert main(["alerts", "--check"]) == 1
     err = capsys.readouterr().err
-    assert str(alerts.MANIFEST_FILE) in err
+    assert f"{tmp_path / alerts.MANIFEST_FILE} is stale: run python -m workshop alerts" in err
     assert str(alerts.RULES_FILE) not in err
 
 

@@ -105,7 +105,7 @@ def test_the_locust_job_runs_on_the_cluster_and_its_results_come_back(target, cl
 def test_every_notebook_runs_on_the_kubernetes_target(cluster, tmp_path):
     """What an instructor runs before a class: the whole workshop, unattended, on this cluster."""
     done = subprocess.run(
-        [sys.executable, "-m", "workshop.run_notebooks", "--target", "kubernetes", "--output", str(tmp_path)],
+        [sys.executable, "-m", "workshop", "run-notebooks", "--target", "kubernetes", "--output", str(tmp_path)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3600, check=False,
     )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from workshop.__main__ import main
 from workshop.observability import llm_alerts
 from workshop.observability.dashboards import (
     DASHBOARDS,
     build_model_dashboard,
-    main,
     panel_queries,
     render,
 )
@@ -132,19 +132,19 @@ def promtool() -> str:
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
 def test_committed_json_is_up_to_date(name: str) -> None:
     committed = PROJECT_ROOT / "dashboards" / name
-    assert committed.is_file(), f"dashboards/{name} is missing: run `python -m workshop.observability.dashboards`"
+    assert committed.is_file(), f"dashboards/{name} is missing: run `python -m workshop dashboards`"
     assert committed.read_text(encoding="utf-8") == render(DASHBOARDS[name]()), (
-        f"dashboards/{name} is stale: run `python -m workshop.observability.dashboards` and commit the result"
+        f"dashboards/{name} is stale: run `python -m workshop dashboards` and commit the result"
     )
 
 
 def test_check_flag_names_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--check", "--out", str(tmp_path)]) == 1
+    assert main(["dashboards", "--check", "--out", str(tmp_path)]) == 1
     assert "model.json" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path)]) == 0
-    assert main(["--check", "--out", str(tmp_path)]) == 0
+    assert main(["dashboards", "--out", str(tmp_path)]) == 0
+    assert main(["dashboards", "--check", "--out", str(tmp_path)]) == 0
     (tmp_path / "model.json").write_text("{}\n", encoding="utf-8")
-    assert main(["--check", "--out", str(tmp_path)]) == 1
+    assert main(["dashboards", "--check", "--out", str(tmp_path)]) == 1
 
 
 def test_every_dashboard_is_expected() -> None:

@@ -32,6 +32,7 @@ from kubernetes.utils import parse_quantity
 
 from app.wine.config import Settings
 from tests.conftest import PROJECT_ROOT
+from workshop.__main__ import main
 from workshop.k8s import helm
 from workshop.observability import alerts, k8s_dashboards
 
@@ -732,8 +733,8 @@ def test_the_pdb_and_deployment_select_the_pods(manifests: list[Manifest]) -> No
 
 
 def test_the_dashboards_configmap_is_up_to_date() -> None:
-    assert not k8s_dashboards.is_stale(PROJECT_ROOT), "run python -m workshop.observability.k8s_dashboards"
-    assert k8s_dashboards.main(["--check"], root=PROJECT_ROOT) == 0
+    assert not k8s_dashboards.is_stale(PROJECT_ROOT), "run python -m workshop k8s-dashboards"
+    assert main(["k8s-dashboards", "--check"]) == 0
 
 
 def test_the_dashboards_configmap_holds_every_dashboard(manifests: list[Manifest]) -> None:
@@ -745,17 +746,18 @@ def test_the_dashboards_configmap_holds_every_dashboard(manifests: list[Manifest
         assert json.loads(configmap["data"][path.name]) == json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_check_fails_on_a_stale_configmap(tmp_path: Path) -> None:
+def test_check_fails_on_a_stale_configmap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workshop.cli.k8s_dashboards.project_root", lambda: tmp_path)
     (tmp_path / "dashboards").mkdir()
     (tmp_path / "dashboards" / "a.json").write_text('{"title": "a"}\n', encoding="utf-8")
-    assert k8s_dashboards.main(["--check"], root=tmp_path) == 1  # missing
-    assert k8s_dashboards.main([], root=tmp_path) == 0
-    assert k8s_dashboards.main(["--check"], root=tmp_path) == 0
+    assert main(["k8s-dashboards", "--check"]) == 1  # missing
+    assert main(["k8s-dashboards"]) == 0
+    assert main(["k8s-dashboards", "--check"]) == 0
     (tmp_path / "dashboards" / "b.json").write_text('{"title": "b"}\n', encoding="utf-8")
-    assert k8s_dashboards.main(["--check"], root=tmp_path) == 1  # a dashboard was added
+    assert main(["k8s-dashboards", "--check"]) == 1  # a dashboard was added
     (tmp_path / "dashboards" / "b.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
-        k8s_dashboards.main([], root=tmp_path)
+        main(["k8s-dashboards"])
 
 
 def test_the_chart_values_pick_up_the_workshop_objects() -> None:

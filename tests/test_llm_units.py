@@ -193,9 +193,9 @@ def test_settings_refuse_a_body_limit_that_cannot_hold_the_input_limit() -> None
 
 
 def test_the_tiny_model_command_line_builds_a_broken_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from workshop.tiny_llm import main
+    from workshop.__main__ import main
 
-    assert main([str(tmp_path / "broken"), "--broken", "corrupt-weights", "--seed", "3"]) == 0
+    assert main(["tiny-llm", str(tmp_path / "broken"), "--broken", "corrupt-weights", "--seed", "3"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "broken")
     assert (tmp_path / "broken" / "model.safetensors").read_bytes() == b"this is not a safetensors file"
     assert json.loads((tmp_path / "broken" / "config.json").read_text())["tiny_model_name"] == "broken-corrupt-weights"

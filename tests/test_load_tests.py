@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from app.wine.features import FEATURES
 from app.wine.schemas import WineInput
 from tests.conftest import PROJECT_ROOT, Scrape
+from workshop.__main__ import main
 from workshop.loadtest import (
     AGGREGATED,
     SLO_P50_MS,
@@ -30,7 +31,6 @@ from workshop.loadtest import (
     LoadTestResult,
     breaking_load,
     locustfile,
-    main,
     p99_by_users,
     step_load_env,
     step_load_verdict,
@@ -228,7 +228,7 @@ def test_drifted_traffic_moves_the_input_means_up(normal_run, model_dir, tmp_pat
 def test_a_stopped_service_fails_the_run_loudly(tmp_path, capsys):
     """Nothing listens on the port: the CLI exits non-zero and lists connection failures."""
     url = f"http://127.0.0.1:{free_port()}"
-    code = main(["--host", url, "--users", "2", "--run-time", "3", "--think-time", "0.2",
+    code = main(["loadtest", "--host", url, "--users", "2", "--run-time", "3", "--think-time", "0.2",
                  "--results", str(tmp_path)])
     assert code != 0
     message = capsys.readouterr().err

@@ -88,7 +88,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def run_notebook(number: str, state: Path, output: Path, **parameters: object) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig"), "STANDIN_STEP": number,
            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    argv = [sys.executable, "-m", "workshop.run_notebooks", "--target", "kubernetes", "--only", number,
+    argv = [sys.executable, "-m", "workshop", "run-notebooks", "--target", "kubernetes", "--only", number,
             "--output", str(output), "--timeout", "2400", "--edition", "answer-key"]
     for name, value in parameters.items():
         argv += ["-p", name, str(value)]

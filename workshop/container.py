@@ -13,7 +13,6 @@ picks a ``docker`` that can build with BuildKit when several are installed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import platform
@@ -347,7 +346,7 @@ def named_contexts_supported() -> bool:
 def _wheels_in(wheelhouse: Path) -> Path:
     if not wheelhouse.is_dir():
         raise ContainerError(f"wheelhouse {wheelhouse} is not a folder: fill it with `make wheelhouse` "
-                             "(python -m workshop.container wheelhouse) or pip download WHEELS -d FOLDER")
+                             "(python -m workshop container wheelhouse) or pip download WHEELS -d FOLDER")
     if not any(wheelhouse.glob("*.whl")):
         raise ContainerError(f"wheelhouse {wheelhouse} holds no wheel (*.whl): fill it with `make wheelhouse`")
     return wheelhouse
@@ -657,24 +656,3 @@ def temporary_context(model_dir: Path) -> tempfile.TemporaryDirectory[str]:
     holder = tempfile.TemporaryDirectory(prefix="wine-build-")
     build_context(model_dir, Path(holder.name))
     return holder
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workshop.container wheelhouse [--dest DIR]`` (``make wheelhouse``): torch's CPU wheel."""
-    parser = argparse.ArgumentParser(prog="python -m workshop.container", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    fill = commands.add_parser("wheelhouse", help="download torch's CPU wheel (the pinned version) into a folder")
-    fill.add_argument("--dest", type=Path, default=WHEELHOUSE_DIR, help=f"default: {WHEELHOUSE_DIR}")
-    fill.add_argument("--index-url", default=TORCH_CPU_INDEX,
-                      help="the index tried first (empty: only pip's default index)")
-    args = parser.parse_args(argv)
-    try:
-        fill_wheelhouse(args.dest, index_url=args.index_url or None)
-    except ContainerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,9 @@ first line begins "**Exercise**", the learner's cell (tagged ``exercise``, a pla
   ``TagRemovePreprocessor``: every check then says "not done yet" and the notebook still runs to the end;
 * the **answer key** is the source as it is: executed, every check says "done".
 
-``make lab`` writes the learner's edition into ``lab/`` (never over a notebook already there: that is the
-learner's work), and ``workshop.run_notebooks`` executes either edition and verifies its checks.
+``make lab`` (``python -m workshop editions``) writes the learner's edition into ``lab/`` (never over a
+notebook already there: that is the learner's work), and ``workshop.run_notebooks`` executes either edition
+and verifies its checks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import nbformat
 from nbconvert.preprocessors import TagRemovePreprocessor
 
 from workshop.exercises import DONE, NOT_DONE, verdict_state
-from workshop.paths import numbered_notebooks, project_root
+from workshop.paths import numbered_notebooks
 
 EXERCISE_TAG, SOLUTION_TAG, CHECK_TAG = "exercise", "solution", "check"
 LEARNER, ANSWER_KEY = "learner", "answer-key"
@@ -85,24 +86,3 @@ def unexpected_checks(executed: nbformat.NotebookNode, which: str) -> list[str]:
     expected = EXPECTED_STATE[which]
     return [f"cell {number}: {text or 'printed nothing'}" for number, state, text in check_results(executed)
             if state != expected]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workshop.editions --output lab``: the learner's notebooks, for ``make lab``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m workshop.editions", description=main.__doc__)
-    parser.add_argument("--notebooks", type=Path, default=project_root() / "notebooks")
-    parser.add_argument("--output", type=Path, default=project_root() / "lab")
-    args = parser.parse_args(argv)
-    written = write_learner_notebooks(args.notebooks, args.output)
-    kept = sorted({p.name for p in numbered_notebooks(args.output)} - {p.name for p in written})
-    for path in written:
-        print(f"wrote {path.name} (the learner's edition)")
-    if kept:
-        print(f"kept your work in {args.output}: {', '.join(kept)} (delete a notebook there to start it afresh)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,13 +5,12 @@ nbval (``--nbval-lax``) re-runs each notebook and compares the cells tagged
 outputs, and only those, are committed: learners open clean notebooks, and CI
 still has an answer to compare with.
 
-``python -m workshop.notebook_outputs build/*.ipynb`` copies the checked
+``python -m workshop notebook-outputs build/*.ipynb`` copies the checked
 outputs from executed notebooks back into ``notebooks/``.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import nbformat
@@ -45,17 +44,3 @@ def refresh(executed_path: Path, notebooks_dir: Path) -> Path:
     executed = nbformat.read(executed_path, as_version=4)
     nbformat.write(keep_checked_outputs(source, executed), source_path)
     return source_path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workshop.notebook_outputs", description=__doc__.splitlines()[0])
-    parser.add_argument("executed", nargs="+", type=Path, help="executed notebooks (e.g. build/*.ipynb)")
-    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
-    args = parser.parse_args(argv)
-    for path in args.executed:
-        print(f"refreshed {refresh(path, args.notebooks)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

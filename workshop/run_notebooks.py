@@ -1,6 +1,6 @@
 """Run the workshop unattended: every notebook in order, with papermill.
 
-``python -m workshop.run_notebooks --target local --output build``
+``python -m workshop run-notebooks --target local --output build``
 
 Both editions run (see ``workshop.editions``): the learner's, exercises left undone, into the output
 folder, and the answer key, solutions filled in, into its ``answer-key/`` folder. Each executed
@@ -17,10 +17,8 @@ editions share the namespace, so they run one after the other.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import sys
 import threading
 import time
 import uuid
@@ -36,9 +34,8 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from workshop.cleanup import ANSWER_KEY_WINE_IMAGE
-from workshop.editions import ANSWER_KEY, EDITIONS, EXPECTED_STATE, LEARNER, edition, unexpected_checks
-from workshop.paths import numbered_notebooks, project_root
-from workshop.targets import TARGETS
+from workshop.editions import ANSWER_KEY, EXPECTED_STATE, LEARNER, edition, unexpected_checks
+from workshop.paths import numbered_notebooks
 
 
 class LocalSocketKernelManager(AsyncKernelManager):
@@ -267,56 +264,3 @@ def _run_steps(steps: list[tuple[str, Path, dict[str, Any]]], output_dir: Path, 
         echo(f"[{index}/{total}] {name} ok in {run.seconds:.1f} s -> {run.output}, {run.html.name}", flush=True)
         runs.append(run)
     return runs
-
-
-def parse_value(text: str) -> Any:
-    """``-p name value`` values: numbers and true/false/none are typed, the rest stay strings."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    root = project_root()
-    parser = argparse.ArgumentParser(prog="python -m workshop.run_notebooks", description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=TARGETS, default="local")
-    parser.add_argument("--notebooks", type=Path, default=root / "notebooks")
-    parser.add_argument("--output", type=Path, default=root / "build")
-    parser.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds a single cell may run")
-    parser.add_argument("--edition", choices=[*EDITIONS, "both"], default="both",
-                        help="the learner's (exercises undone, into --output), the answer key (into "
-                             "--output/answer-key), or both, the learner's first")
-    parser.add_argument("--one-at-a-time", action="store_true",
-                        help="run the editions one after the other (on the local target they run at the same time)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="papermill parameter passed to every notebook (repeatable)")
-    args = parser.parse_args(argv)
-    notebooks = discover(args.notebooks, args.only)
-    if not notebooks:
-        print(f"error: no notebooks matching NN_*.ipynb in {args.notebooks}", file=sys.stderr)
-        return 2
-    parameters = {"target": args.target, **{name: parse_value(value) for name, value in args.parameter}}
-    started = time.perf_counter()
-    try:
-        editions = EDITIONS if args.edition == "both" else (args.edition,)
-        parallel = args.target == "local" and not args.one_at_a_time
-        runs = run_all(notebooks, args.output, parameters, args.timeout, editions=editions, parallel=parallel)
-    except NotebookFailedError as failure:
-        print(f"\nerror: {failure.run.error}\nexecuted notebook: {failure.run.output}\n"
-              f"rendered: {failure.run.html}", file=sys.stderr)
-        return 1
-    print(f"\n{len(runs)} notebooks executed in {time.perf_counter() - started:.1f} s; results in {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

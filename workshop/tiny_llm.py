@@ -8,14 +8,12 @@ service loads the folder exactly as it loads any model (``AutoTokenizer`` and
 ``AutoModelForCausalLM``), so the code path under test is the real one; only
 the answers are gibberish.
 
-``python -m workshop.tiny_llm FOLDER [--seed N] [--name NAME] [--broken no-chat-template|corrupt-weights]``
+``python -m workshop tiny-llm FOLDER [--seed N] [--name NAME] [--broken no-chat-template|corrupt-weights]``
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -152,22 +150,3 @@ def build_broken_model(folder: Path | str, kind: BrokenKind = "no-chat-template"
     """A tiny model folder that fails to load as a chat model (see :func:`break_model`)."""
     build_tiny_chat_model(folder, seed=seed, name=f"broken-{kind}")
     return break_model(folder, kind)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build a tiny offline chat model folder.")
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="tiny-chat")
-    parser.add_argument("--broken", choices=BROKEN_KINDS, help="make a folder that fails to load, on purpose")
-    args = parser.parse_args(argv)
-    if args.broken:
-        build_broken_model(args.folder, args.broken, seed=args.seed)
-    else:
-        build_tiny_chat_model(args.folder, seed=args.seed, name=args.name)
-    print(args.folder)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

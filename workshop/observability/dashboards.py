@@ -1,6 +1,6 @@
 """Grafana dashboards as code, built with grafana-foundation-sdk and committed as JSON under ``dashboards/``.
 
-``python -m workshop.observability.dashboards`` writes every file of :data:`DASHBOARDS`;
+``python -m workshop dashboards`` writes every file of :data:`DASHBOARDS`;
 ``--check`` writes nothing and exits 1 naming the files that differ from what the builders
 produce now (CI runs it, so an edit to the code without the regenerated JSON fails).
 
@@ -12,9 +12,7 @@ service's (:mod:`workshop.observability.llm_dashboard`).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from workshop.observability import generated
 from workshop.observability.alerts import ERROR_RATIO_THRESHOLD, FEATURE_DRIFT_THRESHOLD, LATENCY_SLO_SECONDS
 from workshop.observability.llm_dashboard import build_llm_dashboard
 from workshop.observability.panels import (
@@ -278,20 +275,3 @@ def dashboards_dir() -> Path:
 def generated_files(folder: Path) -> dict[Path, str]:
     """Each dashboard file in ``folder`` and the text its builder produces now."""
     return {folder / name: render(build()) for name, build in DASHBOARDS.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    def add_out(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", type=Path, default=None, help="folder to write to (default: dashboards/)")
-
-    return generated.cli(
-        argv,
-        module="workshop.observability.dashboards",
-        description=__doc__.splitlines()[0],
-        files=lambda args: generated_files(args.out or dashboards_dir()),
-        add_arguments=add_out,
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

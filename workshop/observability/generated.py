@@ -1,16 +1,15 @@
-"""Generated files: deterministic text, and the one command-line shape every generator has.
+"""Generated files: deterministic text, written or compared the same way for every generator.
 
 Each generator (dashboards, alert rules, the dashboards ConfigMap) knows which files it makes and the text
-each must have; writing them, and ``--check`` (exit 1 naming every stale file), are the same for all of them.
+each must have; writing them and finding the stale ones are the same for all of them, and so is their
+command (``python -m workshop dashboards|alerts|k8s-dashboards [--check]``, :mod:`workshop.cli.generated`).
 The text must be deterministic, so ``--check`` can compare it; YAML writes multi-line strings as literal
 blocks, which keeps PromQL expressions and embedded JSON readable in the files and their diffs.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +44,3 @@ def write(files: Mapping[Path, str]) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return list(files)
-
-
-def cli(
-    argv: Sequence[str] | None,
-    *,
-    module: str,
-    description: str,
-    files: Callable[[argparse.Namespace], Mapping[Path, str]],
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> int:
-    """``python -m MODULE [--check]``: write the files, or exit 1 naming each stale one."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
-    if add_arguments is not None:
-        add_arguments(parser)
-    args = parser.parse_args(argv)
-    expected = files(args)
-    if args.check:
-        outdated = stale(expected)
-        for path in outdated:
-            print(f"{path} is stale: run python -m {module}", file=sys.stderr)
-        return 1 if outdated else 0
-    for path in write(expected):
-        print(f"wrote {path}")
-    return 0

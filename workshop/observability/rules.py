@@ -2,7 +2,7 @@
 
 A service's alerts are an :class:`AlertSet`: its ``job``, its rule groups, and where the two renderings
 go. :mod:`workshop.observability.alerts` (the wine service) and :mod:`workshop.observability.llm_alerts`
-(the LLM service) each define one; ``python -m workshop.observability.alerts`` writes the files of both.
+(the LLM service) each define one; ``python -m workshop alerts`` writes the files of both.
 
 Expressions select their service's ``job`` and aggregate ``by (job, namespace)``: Prometheus adds ``job``
 and ``instance`` at scrape time, and on Kubernetes also ``namespace``. Summing away ``instance`` turns the
