@@ -44,7 +44,6 @@ WORKDIR /src
 # Only what `pip install .` reads; the source changes more often than the dependencies but is small.
 COPY pyproject.toml constraints.txt README.md ./
 COPY app/ app/
-COPY workshop/ workshop/
 # Runtime dependencies only (no dev extra: no pytest, no jupyter), at the tested versions.
 # The pip cache lives in a cache mount, not in a layer; the CA bundle is used only when the secret is given.
 RUN --mount=type=cache,target=/root/.cache/pip \

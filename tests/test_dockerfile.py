@@ -460,6 +460,8 @@ def test_locust_target_has_locust_the_locustfile_and_nothing_of_the_service():
         "k8s/load_tests/master-job.yaml",
         "training/wine.py",
         "training/__main__.py",
+        "workshop/__init__.py",
+        "workshop/container.py",
     ],
 )
 def test_dockerignore_leaves_out(path):
@@ -472,7 +474,6 @@ def test_dockerignore_leaves_out(path):
         "artifacts/wine/model.onnx",
         "artifacts/wine/model_card.json",
         "app/wine/api.py",
-        "workshop/__init__.py",
         "pyproject.toml",
         "constraints.txt",
         "README.md",
@@ -494,7 +495,7 @@ def test_every_file_the_dockerfile_copies_from_the_context_is_sent():
 
 def test_the_build_context_holds_the_service_and_no_training_code(tmp_path: Path):
     """What every image build is sent (``workshop.container.build_context``, the allowlist): the serving package
-    and the model, never the ``training`` package, so no stage can copy training code into an image."""
+    and the model, never the ``training`` nor the ``workshop`` package, so no stage can copy them into an image."""
     from workshop.container import build_context
 
     model = tmp_path / "model"
@@ -504,7 +505,7 @@ def test_the_build_context_holds_the_service_and_no_training_code(tmp_path: Path
     sent = {path.relative_to(context).as_posix() for path in context.rglob("*") if path.is_file()}
     assert {"app/wine/model.py", "app/wine/onnx_session.py", "artifacts/wine/model_card.json"} <= sent
     assert (ROOT / "training" / "wine.py").is_file(), "the training code this test keeps out has moved"
-    leaked = [path for path in sent if path.startswith("training/")
+    leaked = [path for path in sent if path.startswith(("training/", "workshop/"))
               or (path.startswith("app/") and Path(path).name in ("train.py", "onnx_export.py"))]
     assert not leaked, f"training code in the build context: {leaked}"
 

@@ -270,7 +270,8 @@ def found(name):
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
-files = [str(path) for root in (pathlib.Path("/srv"), purelib) for path in [*root.glob("training"),
+files = [str(path) for root in (pathlib.Path("/srv"), purelib) for path in [
+         *root.glob("training"), *root.glob("workshop"),
          *root.glob("app/wine/**/train.*"), *root.glob("app/wine/**/onnx_export*")]]
 serving = found("app.wine.model") and pathlib.Path("/srv/app/wine/model.py").is_file()
 print(json.dumps({"modules": [name for name in sys.argv[1:] if found(name)], "files": files, "serving": serving}))
@@ -279,10 +280,11 @@ print(json.dumps({"modules": [name for name in sys.argv[1:] if found(name)], "fi
 
 def test_the_wine_image_holds_no_training_code(wine_container: container.Container):
     """The serving image has the service and the model, not what trained it: no ``training`` package, no
-    ``app.wine.train``/``onnx_export``, in /srv or the venv, nor the converter and scikit-learn."""
+    ``app.wine.train``/``onnx_export``, in /srv or the venv, nor the converter and scikit-learn, nor the
+    notebooks' ``workshop`` library (whose exercises import training)."""
     probe = json.loads(container.exec_in(wine_container.id, [
         "python", "-c", _TRAINING_PROBE, "training", "training.wine", "app.wine.train", "app.wine.onnx_export",
-        "skl2onnx", "sklearn"]))
+        "skl2onnx", "sklearn", "workshop"]))
     assert probe["serving"], "the probe does not find the service's own model module: it looks in the wrong place"
     assert probe["modules"] == [] and probe["files"] == [], f"training code in the serving image: {probe}"
 
