@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.llm_real_model [--requests 5] [--new-tokens 64] [--json PATH]`` (``make bench-llm-model``)
 
-It serves SmolLM2-135M-Instruct (the float32 folder of ``make llm-model``) from ``uvicorn app.llm.api:app``
+It serves SmolLM2-135M-Instruct (the float32 folder of ``make llm-model``) from ``python -m app.llm``
 in a child process, as notebook 07 does, and measures what a learner and an operator would ask:
 
 - **start**: from starting the process to ``/ready`` (imports, load, warm-up), and the loader's own load time;
@@ -124,8 +124,7 @@ def run_benchmark(requests: int, new_tokens: int) -> dict[str, Any]:
     port = free_port()
     env = {"LLM_MODELS_DIR": str(models), "LLM_DEFAULT_MODEL": FLOAT32.name, "LLM_LOG_LEVEL": "WARNING",
            "HF_HUB_OFFLINE": "1", "LLM_MAX_NEW_TOKENS_CAP": str(max(256, new_tokens))}
-    argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log"]
+    argv = [sys.executable, "-m", "app.llm", "--host", "127.0.0.1", "--port", str(port)]
     with tempfile.TemporaryDirectory(prefix="llm-real-") as scratch:
         started = time.perf_counter()
         process = ManagedProcess("llm-service", argv, env=env, cwd=PROJECT_ROOT,

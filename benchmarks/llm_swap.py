@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.llm_swap [--swaps 20] [--models-dir DIR] [--hub-model ID] [--json PATH]``
 
-It starts ``uvicorn app.llm.api:app`` as a child process, serving a tiny chat
+It starts ``python -m app.llm`` as a child process, serving a tiny chat
 model built offline (:mod:`workshop.tiny_llm`; two of them, different seeds),
 then swaps between the two ``--swaps`` times. Each swap is timed the way an
 operator sees it: from sending ``POST /model`` to ``GET /status`` saying
@@ -141,8 +141,7 @@ def tiny_swaps(client: LLMClient, swaps: int) -> SwapFigures:
 def start_service(models_dir: Path, log_dir: Path) -> tuple[ManagedProcess, LLMClient]:
     port = free_port()
     env = {"LLM_MODELS_DIR": str(models_dir), "LLM_DEFAULT_MODEL": TINY_A, "LLM_LOG_LEVEL": "WARNING"}
-    argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log"]
+    argv = [sys.executable, "-m", "app.llm", "--host", "127.0.0.1", "--port", str(port)]
     process = ManagedProcess("llm-service", argv, env=env, cwd=PROJECT_ROOT, log_path=log_dir / "llm.log").start()
     url = f"http://127.0.0.1:{port}"
     process.wait_for_http(f"{url}/ready", timeout=READY_TIMEOUT_S)

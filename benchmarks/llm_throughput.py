@@ -6,7 +6,7 @@
 Every contender serves the same model folder (SmolLM2-135M-Instruct in float32, from ``make llm-model``)
 and answers the same 8 realistic prompts, greedily, ``--new-tokens`` new tokens each:
 
-- **service**: ``uvicorn app.llm.api:app`` in a child process (continuous batching, LLM_MAX_BATCH_SIZE 8);
+- **service**: ``python -m app.llm`` in a child process (continuous batching, LLM_MAX_BATCH_SIZE 8);
 - **transformers serve**, without and with ``--continuous-batching``: the peer a user would reach for,
   from the same library, in a child process (``--peers none`` leaves them out);
 - **in-process ceilings**: one ``model.generate`` at a time over the 8 prompts, and one batched
@@ -225,8 +225,7 @@ def contenders(folder: Path, peers: bool, max_batch_size: int, threads: int | No
     thread_env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     service = Contender(
         "service",
-        [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", "{port}",
-         "--no-access-log"],
+        [sys.executable, "-m", "app.llm", "--host", "127.0.0.1", "--port", "{port}"],
         {"LLM_MODELS_DIR": str(folder.parent), "LLM_DEFAULT_MODEL": folder.name, "LLM_LOG_LEVEL": "WARNING",
          "LLM_DTYPE": "float32", "HF_HUB_OFFLINE": "1", "LLM_MAX_BATCH_SIZE": str(max_batch_size),
          "LLM_MAX_QUEUE": "64", **({"LLM_TORCH_THREADS": str(threads)} if threads else {}), **thread_env},

@@ -33,10 +33,9 @@ def llm_service(llm_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One service for the module: the swap test first (it counts from a fresh start), then the others."""
     port = free_port()
     env = {**forbid_network_env(), "LLM_MODELS_DIR": str(llm_models_dir), "LLM_DEFAULT_MODEL": MODEL_A,
-           "LLM_MAX_CONCURRENCY": "2", "LLM_MAX_QUEUE": "16", "LLM_TORCH_THREADS": "1",
+           "LLM_MAX_BATCH_SIZE": "2", "LLM_MAX_QUEUE": "16", "LLM_TORCH_THREADS": "1",
            "LLM_MAX_NEW_TOKENS_CAP": "480"}
-    argv = [sys.executable, "-m", "uvicorn", "app.llm.api:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log"]
+    argv = [sys.executable, "-m", "app.llm", "--host", "127.0.0.1", "--port", str(port)]
     process = ManagedProcess("llm-service", argv, env=env, cwd=Path(__file__).resolve().parent.parent,
                              log_path=tmp_path_factory.mktemp("llm-service") / "llm.log")
     with process:

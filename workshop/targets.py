@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 TARGETS = ("local", "kubernetes")
-SERVICE_APPS = {"wine": "app.wine.api:app", "llm": "app.llm.api:app"}
 # How long a local service process may take to answer /health at all, before any readiness timeout counts.
 STARTUP_TIMEOUT_S = 120.0
 LOCAL_ROLLOUT_TIMEOUT_S = 60.0
@@ -63,7 +62,7 @@ class LocalTarget:
     def deploy_wine(
         self, model_dir: Path, *, port: int = 0, wait_ready: bool = True, timeout: float = 60.0, **settings: str
     ) -> Deployment:
-        """Start ``uvicorn app.wine.api:app``; wait for /ready (or only /health with ``wait_ready=False``).
+        """Start ``python -m app.wine``; wait for /ready (or only /health with ``wait_ready=False``).
 
         ``settings`` are extra service settings by field name, e.g. ``max_batch_size="100"``.
         """
@@ -197,7 +196,7 @@ class LocalTarget:
         self, models_dir: Path | None = None, *, default_model: str | None = None, port: int = 0,
         timeout: float = 300.0, **settings: str,
     ) -> Deployment:
-        """Start ``uvicorn app.llm.api:app``; wait for /ready when a default model is given, else /health.
+        """Start ``python -m app.llm``; wait for /ready when a default model is given, else /health.
 
         ``models_dir`` is ``LLM_MODELS_DIR`` (where models are looked up), ``default_model`` is
         ``LLM_DEFAULT_MODEL`` (loaded at start; /ready answers 503 until it serves; without one the service starts

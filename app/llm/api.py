@@ -1,4 +1,4 @@
-"""The LLM chat service: ``uvicorn app.llm.api:app``.
+"""The LLM chat service's ASGI app, ``app.llm.api:app``, which ``python -m app.llm`` serves.
 
 :func:`create_app` builds an independent app (its own settings, lifecycle,
 generation pool and metrics registry), so tests and notebooks can create as

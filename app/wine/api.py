@@ -1,4 +1,4 @@
-"""The wine-quality HTTP service: ``uvicorn app.wine.api:app``.
+"""The wine-quality HTTP service's ASGI app, ``app.wine.api:app``, which ``python -m app.wine`` serves.
 
 :func:`create_app` builds an independent app (its own settings, model and
 metrics registry), so tests and notebooks can create as many as they like.
