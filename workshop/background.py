@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from workshop.waiting import WaitTimeout, wait_for
+
 NO_ANSWER = 0  # the status recorded for a request that got no HTTP answer
 
 Send = Callable[[httpx.Client], tuple[int, str]]
@@ -60,11 +62,12 @@ class BackgroundTraffic:
 
     def wait_until(self, condition: Callable[[list[tuple[float, int, str]]], bool], timeout: float) -> None:
         """Block until ``condition(records)`` holds (e.g. the new model has answered once); TimeoutError if not."""
-        deadline = time.monotonic() + timeout
-        while not condition(list(self.records)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"background traffic: condition not met within {timeout:.0f} s; {self.summary()}")
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: condition(list(self.records)), timeout, "background traffic's condition", interval=0.05,
+                     retry_on=())
+        except WaitTimeout:
+            raise TimeoutError(
+                f"background traffic: condition not met within {timeout:.0f} s; {self.summary()}") from None
 
     def answered_by(self, who: str) -> Callable[[list[tuple[float, int, str]]], bool]:
         """A condition for :meth:`wait_until`: ``who`` has answered at least one request."""

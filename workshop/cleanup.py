@@ -15,7 +15,6 @@ nothing and does nothing. Processes are read with psutil, the same on Linux and 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from workshop import container, started_processes
+from workshop.waiting import WaitTimeout, wait_for
 
 # The wine image of notebook 03's answer key when `make workshop` runs it beside the learner's edition.
 ANSWER_KEY_WINE_IMAGE = "wine-service:answer-key"
@@ -157,11 +157,14 @@ def _still_the_one(process: WorkshopProcess) -> psutil.Process | None:
 
 def _wait_gone(processes: Sequence[WorkshopProcess], timeout: float) -> list[WorkshopProcess]:
     """Those of ``processes`` still running after ``timeout`` seconds (an exited one not yet reaped is gone)."""
-    deadline = time.monotonic() + timeout
-    remaining = [p for p in processes if _still_the_one(p) is not None]
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
-        remaining = [p for p in remaining if _still_the_one(p) is not None]
+    remaining = list(processes)
+
+    def all_gone() -> bool:
+        remaining[:] = [p for p in remaining if _still_the_one(p) is not None]
+        return not remaining
+
+    with contextlib.suppress(WaitTimeout):
+        wait_for(all_gone, timeout, "the processes to exit", interval=0.05, retry_on=())
     return remaining
 
 

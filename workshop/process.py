@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +30,7 @@ from typing import TypeVar
 import httpx
 
 from workshop import started_processes
+from workshop.waiting import WaitTimeout, wait_for
 
 
 class ProcessError(RuntimeError):
@@ -147,18 +147,22 @@ class ManagedProcess:
 
     def wait_until(self, check: Callable[[], str | None], timeout: float, what: str) -> None:
         """Poll ``check`` (None means done, a string says what is still missing) until ``timeout``."""
-        deadline = time.monotonic() + timeout
-        last = "not checked yet"
-        while time.monotonic() < deadline:
+        missing = ["not checked yet"]
+
+        def done() -> bool:
             if not self.running:
                 code = self._popen.returncode if self._popen else None
                 raise ProcessError(f"{self.name} exited with code {code} before {what}. Log:\n{self.log_tail()}")
-            last = check()
-            if last is None:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise ProcessError(f"{self.name} was not {what} after {timeout:.0f} s ({last}). Log:\n{self.log_tail()}")
+            missing[0] = check()
+            return missing[0] is None
+
+        try:
+            wait_for(done, timeout, what, interval=0.1, retry_on=())
+        except WaitTimeout:
+            self.stop()
+            raise ProcessError(
+                f"{self.name} was not {what} after {timeout:.0f} s ({missing[0]}). Log:\n{self.log_tail()}"
+            ) from None
 
     def wait_for_http(self, url: str, timeout: float = 60.0, expect_status: int = 200) -> None:
         """Wait until ``url`` answers ``expect_status``; a 503 body's message is reported on timeout."""
