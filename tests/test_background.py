@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from workshop.background import NO_ANSWER, BackgroundTraffic, per_second, wine_prediction
 from workshop.client import WineClient
 from workshop.targets import LocalTarget, RolloutFailedError
+from workshop.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the background traffic recorded nothing in time"
-        time.sleep(0.01)
+    wait_for(condition, timeout, "the background traffic to record it", interval=0.01, retry_on=())
 
 WINE = {
     "fixed_acidity": 7.4, "volatile_acidity": 0.7, "citric_acid": 0.0, "residual_sugar": 1.9,

@@ -36,7 +36,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from kubernetes import client, config
 from app.llm.packaged_model import BFLOAT16, FLOAT32, VARIANTS, is_complete, model_card
 from tests.conftest import PROJECT_ROOT
 from workshop import container
+from workshop.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +71,14 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log = (state / "standin.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "tests.standin", str(state)], cwd=PROJECT_ROOT,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not (state / "ready").exists():
+
+    def ready() -> bool:
+        if (state / "ready").exists():
+            return True
         assert process.poll() is None, f"the stand-in cluster exited: {(state / 'standin.log').read_text()}"
-        assert time.monotonic() < deadline, "the stand-in cluster did not start within 60 s"
-        time.sleep(0.2)
+        return False
+
+    wait_for(ready, 60, "the stand-in cluster to start", interval=0.2, retry_on=())
     yield state
     os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from workshop import cleanup, started_processes
 from workshop.process import ManagedProcess, ProcessError, free_port
+from workshop.waiting import WaitTimeout, wait_for
 
 
 def pid_alive(pid: int) -> bool:
@@ -23,12 +24,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    try:
+        wait_for(lambda: not pid_alive(pid), timeout, f"pid {pid} to exit", interval=0.05, retry_on=())
+    except WaitTimeout:
+        return False
+    return True
 
 
 def test_stop_is_idempotent_and_kills_a_process_that_ignores_sigterm(tmp_path):

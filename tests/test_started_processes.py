@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -14,6 +13,7 @@ from platformdirs import user_cache_dir
 
 from workshop import started_processes
 from workshop.started_processes import StartedProcess
+from workshop.waiting import wait_for
 
 
 @pytest.fixture
@@ -46,9 +46,8 @@ def test_a_record_whose_pid_now_belongs_to_a_process_started_later_names_no_proc
 def test_records_of_exited_and_unreaped_processes_are_dropped(tmp_path, sleeper):
     started = started_processes.record(sleeper.pid, "sleeper", ["python"], tmp_path)
     sleeper.kill()  # not waited for: until Popen reaps it, it is a zombie that still has its pid
-    deadline = time.monotonic() + 10
-    while psutil.Process(sleeper.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: psutil.Process(sleeper.pid).status() == psutil.STATUS_ZOMBIE, 10,
+             "the killed sleeper to become a zombie", interval=0.01, retry_on=())
     assert psutil.pid_exists(sleeper.pid)
     assert started.process() is None, "an exited process not yet reaped is no longer running"
     sleeper.wait()
