@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.llm_fixtures import MODEL_A, MODEL_B, llm_models_dir, real_models_dir  # noqa: F401
+from tests.llm_fixtures import MODEL_A, MODEL_B, eventually, llm_models_dir, real_models_dir  # noqa: F401
 
 PROMPTS = [
     "Hello, how are you?",
@@ -133,10 +132,7 @@ def test_a_cancelled_row_leaves_and_the_others_finish(tiny) -> None:
 
     try:
         left, *finished = asyncio.run(scenario())
-        deadline = time.monotonic() + 30
-        while generator.depth and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert generator.depth == 0, "the cancelled row left the batch"
+        eventually(lambda: generator.depth == 0, "the cancelled row to leave the batch", timeout=30)
     finally:
         generator.shutdown()
     assert left is None
@@ -233,9 +229,7 @@ def test_every_request_is_counted_once_as_it_is_handed_over_or_given_up(tiny, mo
 
     try:
         assert [c.completion_tokens for c in asyncio.run(scenario())] == [3]
-        deadline = time.monotonic() + 30
-        while generator.depth and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: generator.depth == 0, "the batch to empty", timeout=30)
     finally:
         release.set()
         generator.shutdown()
