@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 from tests.test_process import wait_gone
 from workshop import cleanup, container, started_processes
 from workshop.process import ManagedProcess, free_port
+from workshop.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -100,12 +100,8 @@ def test_a_wine_service_started_by_hand_survives_cleanup_and_is_listed_with_how_
         env={**os.environ, "WINE_MODEL_DIR": str(model_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     with _stopped(by_hand):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, 60,
+                 "the look-alike's /health to answer 200", interval=0.1, retry_on=(httpx.HTTPError,))
         removed = cleanup.clean(images=(), remove_images=False)
         assert by_hand.poll() is None, "the cleanup stopped a service it did not start"
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.llm_fixtures import (  # noqa: F401  (fixtures)
     MODEL_A,
     MODEL_B,
     NO_TEMPLATE,
+    eventually,
     llm_client,
     llm_models_dir,
     make_llm_client,
@@ -491,9 +491,7 @@ def test_beyond_the_queue_limit_requests_get_a_prompt_429(make_llm_client, monke
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while metric(client, "llm_queue_depth") < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        eventually(lambda: metric(client, "llm_queue_depth") >= 2, "the two generations to run and wait together")
         assert metric(client, "llm_queue_depth") == 2, "the two generations never ran and waited together"
         refused = client.post("/completion", json={"messages": user(), "max_new_tokens": 1})
         assert results == [], "the refusal waited for a generation to end"

@@ -15,7 +15,6 @@ import json
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ import pytest
 from tests.llm_fixtures import MODEL_A, MODEL_B, NO_TEMPLATE, forbid_network_env, llm_models_dir  # noqa: F401
 from workshop.llm_client import LLMClient
 from workshop.process import ManagedProcess, free_port
+from workshop.waiting import wait_for
 
 PROMPT = [{"role": "user", "content": "Describe a rolling update in one sentence."}]
 
@@ -127,11 +127,7 @@ def test_two_swaps_under_load_fail_no_completion(llm_service) -> None:
 
 
 def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_for(condition, timeout, what, interval=0.02, retry_on=())
 
 
 @pytest.mark.slow

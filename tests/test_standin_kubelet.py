@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.standin.__main__ import StandinServer
 from tests.standin.node import Image, Node, forever
 from workshop.k8s import diagnose
+from workshop.waiting import wait_for
 
 NAMESPACE = "kubelet-test"
 IMAGE = "standin-test/python:1"
@@ -96,12 +97,7 @@ def claim_runs(node: Node, claim: str) -> list[str]:
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout, what, interval=0.05, retry_on=())
 
 
 def status(core: client.CoreV1Api, pod: str) -> client.V1PodStatus:

@@ -16,6 +16,7 @@ from workshop.client import ServiceError, WineClient, metrics_frame
 from workshop.process import ManagedProcess, ProcessError, free_port
 from workshop.prometheus import INSTALL_HINT, LocalPrometheus, prometheus_config, query
 from workshop.targets import Deployment, RolloutFailedError, TargetUnavailableError, Timings, duration_s, get_target
+from workshop.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -327,10 +328,8 @@ def test_a_new_model_rolls_out_and_the_old_replica_still_answers_whoever_read_it
         old_url, old_process = service.url, service.process
         rolling = threading.Thread(target=target.roll_out_model, args=(model_copy,))
         rolling.start()
-        deadline = time.monotonic() + 60
-        while service.url == old_url:
-            assert time.monotonic() < deadline, "the replica's URL never moved to the new process"
-            time.sleep(0.005)
+        wait_for(lambda: service.url != old_url, 60, "the replica's URL to move to the new process",
+                 interval=0.005, retry_on=())
         assert httpx.get(f"{old_url}/ready", timeout=5).status_code == 200, "the old replica drains, then stops"
         rolling.join(timeout=60)
         assert not old_process.running
