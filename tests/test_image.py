@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import time
 import uuid
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +31,7 @@ from app.wine.config import Settings
 from app.wine.data import locate
 from tests.llm_fixtures import REAL_MODEL, real_models_dir  # noqa: F401  (fixture)
 from workshop import container
+from workshop.waiting import WaitTimeout, wait_for
 
 # The engine fixture first: without an engine every test skips at once, before a model is trained for it.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
@@ -201,13 +201,17 @@ def test_metrics_expose_the_wine_metrics(wine_container: container.Container, mo
 
 
 def test_healthcheck_marks_the_container_healthy(running: Running):
-    deadline, status = time.monotonic() + 30, ""
-    while time.monotonic() < deadline:
-        status = container.docker("inspect", "--format", "{{.State.Health.Status}}", running.container.id).strip()
-        if status == "healthy":
-            return
-        time.sleep(0.5)
-    pytest.fail(f"HEALTHCHECK status {status!r} after 30s; log:\n{container.logs(running.container.id)}")
+    statuses = [""]
+
+    def healthy() -> bool:
+        statuses.append(container.docker("inspect", "--format", "{{.State.Health.Status}}",
+                                         running.container.id).strip())
+        return statuses[-1] == "healthy"
+
+    try:
+        wait_for(healthy, 30, "the container's HEALTHCHECK to say healthy", interval=0.5, retry_on=())
+    except WaitTimeout:
+        pytest.fail(f"HEALTHCHECK status {statuses[-1]!r} after 30s; log:\n{container.logs(running.container.id)}")
 
 
 def _completion(url: str) -> httpx.Response:
