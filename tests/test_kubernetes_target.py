@@ -58,6 +58,7 @@ from workshop.k8s.target import KubernetesTarget
 from workshop.loadtest import AGGREGATED, LoadTestError, load_results
 from workshop.process import free_port
 from workshop.targets import RolloutFailedError, get_target
+from workshop.waiting import wait_for
 
 NAMESPACE = "learner-7"
 WINE_LABELS = {"app.kubernetes.io/name": "wine", "app.kubernetes.io/component": "api"}
@@ -126,12 +127,7 @@ def apps_api(emulator: Emulator) -> client.AppsV1Api:
 
 
 def eventually(check: Callable[[], object], timeout: float = 60.0, what: str = "the condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout, what, interval=0.02, retry_on=())
 
 
 def add_pod(emulator: Emulator, name: str, labels: dict, *, ready: bool = False, waiting: str | None = None,

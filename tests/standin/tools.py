@@ -29,6 +29,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from workshop.k8s.apply import apply
+from workshop.waiting import WaitTimeout, wait_for
 
 CHART = "kube-prometheus-stack"
 CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
@@ -154,13 +155,14 @@ def _seconds(text: str | None) -> float:
 
 
 def _wait_for_grafana(core: client.CoreV1Api, namespace: str, release: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def grafana_pod() -> bool:
         pods = core.list_namespaced_pod(namespace).items
-        if any((p.metadata.labels or {}).get("app.kubernetes.io/name") == "grafana" for p in pods):
-            return True
-        time.sleep(0.5)
-    return False
+        return any((p.metadata.labels or {}).get("app.kubernetes.io/name") == "grafana" for p in pods)
+
+    try:
+        return wait_for(grafana_pod, timeout, f"a Grafana pod in {namespace}", interval=0.5, retry_on=())
+    except WaitTimeout:
+        return False
 
 
 def main(argv: list[str]) -> int:
