@@ -1,15 +1,31 @@
 """One reader of both services' answers: a refusal is one error type with the status and the JSON body, and a
-``/metrics`` sample means the same in the wine client's frames, the LLM client's series and the targets' sums."""
+``/metrics`` sample means the same in the wine client's frames, the LLM client's series and the targets' sums;
+the clients' kept connections never outlive the services' idle timeout."""
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from app.common.server import ServerSettings
+from tests.conftest import PROJECT_ROOT
+from tests.http_stand_ins import LaggingForward
 from workshop import client as wine_client
 from workshop import llm_client
 from workshop.exceptions import ServiceError
-from workshop.service_client import combined_metrics_frame, metrics_by_series, metrics_frame, read_json
+from workshop.process import ManagedProcess, free_port
+from workshop.service_client import (
+    KEEPALIVE_EXPIRY_S,
+    combined_metrics_frame,
+    http_client,
+    metrics_by_series,
+    metrics_frame,
+    read_json,
+)
 
 METRICS = """\
 # HELP llm_completions_total Completions by outcome.
@@ -59,3 +75,33 @@ def test_replicas_add_up_counters_and_keep_one_gauge() -> None:
     assert values[("llm_completions_total", (("outcome", "ok"),))] == 6.0
     assert values[("llm_latency_seconds_count", (("handler", "/completion"),))] == 4.0
     assert values[("llm_queue_depth", ())] == 2.0, "a gauge is each replica's state, not a share of a total"
+
+
+@pytest.mark.slow
+def test_a_connection_the_service_is_closing_is_not_reused_through_a_lagging_port_forward(
+        model_dir: Path, tmp_path: Path) -> None:
+    """A pause just under the services' idle timeout, then a request: through a port-forward the server's close
+    arrives late, so a client that keeps connections as long as the server (httpx's default, 5 s) sends on a
+    connection already closed and gets "Server disconnected without sending a response" (notebook 07 did, on
+    the kubernetes target). The workshop's clients open a new connection there, and still reuse one within
+    KEEPALIVE_EXPIRY_S."""
+    idle_timeout_s, lag_s = ServerSettings().idle_timeout_s, 0.3  # the default both services run with
+    assert idle_timeout_s - 2 * lag_s > KEEPALIVE_EXPIRY_S + 1.0, "the clients drop a connection well before"
+    port = free_port()
+    service = ManagedProcess("wine", [sys.executable, "-m", "app.wine", "--host", "127.0.0.1", "--port", str(port)],
+                             env={"WINE_MODEL_DIR": str(model_dir)}, cwd=PROJECT_ROOT,
+                             log_path=tmp_path / "wine.log").start()
+    try:
+        service.wait_for_http(f"http://127.0.0.1:{port}/ready", timeout=120)
+        with LaggingForward(port, lag_s) as forward, http_client(forward.url, 10) as plain, \
+                llm_client.LLMClient(forward.url, timeout=10) as llm:
+            reads = {"http_client": lambda: plain.get("/metrics").raise_for_status().text,
+                     "LLMClient.metrics": lambda: llm.metrics()}
+            for number, (name, read) in enumerate(reads.items()):
+                read(), read()
+                assert forward.connections == 2 * number + 1, f"{name}: two requests in a row share a connection"
+                time.sleep(idle_timeout_s - lag_s / 2)  # the server closes meanwhile; the close arrives late
+                assert read(), f"{name}: no answer after a pause just under the idle timeout"
+                assert forward.connections == 2 * number + 2, f"{name}: after the pause, a new connection"
+    finally:
+        service.stop()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from workshop.exceptions import ServiceError, StateTimeoutError
-from workshop.service_client import metrics_by_series, read_json
+from workshop.service_client import http_client, metrics_by_series, read_json
 from workshop.waiting import wait_for
 
 __all__ = ["STATES", "LLMClient", "LLMServiceError", "StateTimeoutError"]
@@ -36,7 +36,7 @@ class LLMClient:
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout)
+            self._http = http_client(self.url, self.timeout)
         return self._http
 
     def close(self) -> None:

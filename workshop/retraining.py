@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-import httpx
 import numpy as np
 import pandas as pd
 
 from app.wine.data import WineData
 from app.wine.features import TARGET
 from workshop.client import WineClient
+from workshop.service_client import http_client
 from workshop.traffic import as_requests
 
 BATCH_ROWS = 50  # wines per /predict/batch request: production traffic that arrives in small batches
@@ -62,7 +62,7 @@ def send_wines(url: str, frame: pd.DataFrame, batch_rows: int = BATCH_ROWS) -> C
     """POST the wines of ``frame`` to ``/predict/batch``, ``batch_rows`` at a time; count the answers by status."""
     statuses: Counter[int] = Counter()
     wines = as_requests(frame)
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with http_client(url, 30) as http:
         for start in range(0, len(wines), batch_rows):
             statuses[http.post("/predict/batch", json={"instances": wines[start:start + batch_rows]}).status_code] += 1
     return statuses

@@ -1,4 +1,4 @@
-"""What the clients of both services share: reading an answer (or the error it carries) and ``/metrics``.
+"""What the clients of both services share: their HTTP connections, reading an answer (or its error) and ``/metrics``.
 
 :class:`~workshop.client.WineClient`, :class:`~workshop.llm_client.LLMClient` and the targets (which read every
 replica's ``/metrics``) parse with these functions, so a refusal reads alike from either service
@@ -20,6 +20,18 @@ COLUMNS = ["name", "labels", "value"]
 # Families whose samples add up across replicas: counts and sums of events. Gauges (model info, training
 # statistics, queue depths) and summary quantiles are a state each replica holds, not a share of a total.
 SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
+# The services close a connection idle for IDLE_TIMEOUT_S (5 s by default). httpx keeps an idle connection
+# for 5 s as well, so a request sent just as the server closes it fails with "Server disconnected without
+# sending a response"; through a port-forward the close arrives late and that window is wider. A connection
+# idle for longer than this is dropped by the client first, with seconds to spare.
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+def http_client(url: str, timeout: float, **options: Any) -> httpx.Client:
+    """An httpx client for ``url`` that reuses a connection only while the service surely keeps it open;
+    ``options``: more of ``httpx.Client``'s (``headers=``)."""
+    return httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
+                        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S), **options)
 
 
 def read_json(response: httpx.Response) -> Any:

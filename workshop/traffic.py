@@ -20,12 +20,12 @@ import json
 from collections import Counter
 from typing import Any, Literal
 
-import httpx
 import numpy as np
 import pandas as pd
 
 from app.wine.data import load_wine_frame
 from app.wine.features import FEATURE_NAMES, FEATURES
+from workshop.service_client import http_client
 
 Kind = Literal["valid", "invalid", "drifted"]
 KINDS: tuple[str, ...] = ("valid", "invalid", "drifted")
@@ -98,7 +98,7 @@ def bodies(kind: Kind, n: int, seed: int = 0) -> list[str]:
 def send_traffic(url: str, kind: Kind = "valid", n: int = 100, seed: int = 0, timeout: float = 10.0) -> Counter[int]:
     """POST ``n`` wines of ``kind`` to ``/predict`` one by one; count the answers by status code."""
     statuses: Counter[int] = Counter()
-    with httpx.Client(base_url=url, timeout=timeout, headers={"content-type": "application/json"}) as client:
+    with http_client(url, timeout, headers={"content-type": "application/json"}) as client:
         for body in bodies(kind, n, seed):
             statuses[client.post("/predict", content=body).status_code] += 1
     return statuses
