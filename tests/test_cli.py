@@ -99,3 +99,14 @@ def test_nothing_runs_the_old_module_forms():
     stale = [f"{path.relative_to(PROJECT_ROOT)}: {match[0]}" for path in places if path.is_file()
              for match in OLD_FORM.finditer(path.read_text(encoding="utf-8", errors="replace"))]
     assert not stale, stale
+
+
+def test_a_path_that_cannot_be_used_is_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]):
+    missing = tmp_path / "no-such.ipynb"
+    assert main(["notebook-outputs", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m workshop notebook-outputs: error: ") and missing.name in err
+    assert "Traceback" not in err
+    assert main(["editions", "--notebooks", str(tmp_path), "--output", str(tmp_path / "lab")]) == 2
+    assert f"no notebooks matching NN_*.ipynb in {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists(), "nothing written"

@@ -746,9 +746,12 @@ def test_the_dashboards_configmap_holds_every_dashboard(manifests: list[Manifest
         assert json.loads(configmap["data"][path.name]) == json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_check_fails_on_a_stale_configmap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_fails_on_a_stale_configmap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("workshop.cli.k8s_dashboards.project_root", lambda: tmp_path)
     (tmp_path / "dashboards").mkdir()
+    assert main(["k8s-dashboards"]) == 1
+    assert "no dashboards in" in capsys.readouterr().err, "none at all: a message, not a traceback"
     (tmp_path / "dashboards" / "a.json").write_text('{"title": "a"}\n', encoding="utf-8")
     assert main(["k8s-dashboards", "--check"]) == 1  # missing
     assert main(["k8s-dashboards"]) == 0
@@ -756,8 +759,9 @@ def test_check_fails_on_a_stale_configmap(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "dashboards" / "b.json").write_text('{"title": "b"}\n', encoding="utf-8")
     assert main(["k8s-dashboards", "--check"]) == 1  # a dashboard was added
     (tmp_path / "dashboards" / "b.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        main(["k8s-dashboards"])
+    capsys.readouterr()
+    assert main(["k8s-dashboards"]) == 1
+    assert "error: dashboards/b.json is not valid JSON: " in capsys.readouterr().err, "a message, not a traceback"
 
 
 def test_the_chart_values_pick_up_the_workshop_objects() -> None:

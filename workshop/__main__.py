@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv)
-    return command_module(args.command).run(args)
+    try:
+        return command_module(args.command).run(args)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as error:  # a path given that cannot be used
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from workshop.editions import write_learner_notebooks
@@ -15,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not numbered_notebooks(args.notebooks):
+        print(f"error: no notebooks matching NN_*.ipynb in {args.notebooks}", file=sys.stderr)
+        return 2
     written = write_learner_notebooks(args.notebooks, args.output)
     kept = sorted({p.name for p in numbered_notebooks(args.output)} - {p.name for p in written})
     for path in written:

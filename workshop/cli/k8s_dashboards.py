@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from workshop.cli.generated import add_check, write_or_check
 from workshop.observability.k8s_dashboards import MANIFEST_FILE, render
@@ -15,4 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = project_root()
-    return write_or_check({root / MANIFEST_FILE: render(root)}, "k8s-dashboards", args.check)
+    try:
+        manifest = render(root)
+    except (ValueError, FileNotFoundError) as error:  # a dashboard that is not JSON, or none at all
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return write_or_check({root / MANIFEST_FILE: manifest}, "k8s-dashboards", args.check)
