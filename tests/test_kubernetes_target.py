@@ -358,6 +358,27 @@ def test_a_port_forward_serves_connections_opened_at_once(emulator, make_target,
     assert forward.errors == []
 
 
+def test_a_connection_that_reaches_no_pod_is_answered_502_with_the_reason(emulator, make_target, backend):
+    """The pod went away after the forward started: the client reads why, not a bare "Server disconnected"."""
+    emulator.handler.forward_to = backend[0]
+    make_target().prepare_namespace()
+    add_pod(emulator, "wine-abc", WINE_LABELS, ready=True)
+    core = core_api(emulator)
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": "wine", "namespace": NAMESPACE},
+        "spec": {"selector": WINE_LABELS, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    forward = PortForward(core, NAMESPACE, "wine").start()
+    try:
+        assert httpx.get(f"{forward.url}/health", timeout=30).status_code == 200
+        core.delete_namespaced_pod("wine-abc", NAMESPACE)
+        answer = httpx.post(f"{forward.url}/predict", json={"alcohol": 11.0}, timeout=30)
+    finally:
+        forward.close()
+    assert answer.status_code == 502
+    assert answer.text.startswith(f"port-forward to Service wine in {NAMESPACE}: No ready pod behind Service wine")
+    assert len(forward.errors) == 1 and "No ready pod" in forward.errors[0]
+
+
 def test_deploy_llm_applies_k8s_llm_with_its_settings_and_forwards_to_service_llm(emulator, make_target, backend):
     emulator.handler.forward_to = backend[0]
     target = make_target()

@@ -5,7 +5,8 @@ This uses the client's own port-forwarding (``kubernetes.stream.portforward``, t
 credentials as every other call, and failures arrive as Python exceptions. The client forwards to a
 pod, not to a Service (kubectl does the same: it picks one pod), so each new local connection resolves
 the Service's selector and target port again and goes to a ready pod; a restarted pod is picked up
-without re-forwarding. Each connection is bridged by a thread copying bytes both ways.
+without re-forwarding. Each connection is bridged by a thread copying bytes both ways; one that reaches no
+pod is answered with a 502 that says why.
 """
 
 from __future__ import annotations
@@ -153,9 +154,9 @@ class PortForward:
         try:
             pod, port = resolve_target(self.core, self.namespace, self.service, self.port)
             remote = open_pod_port(self.core, self.namespace, pod, port)
-        except Exception as error:  # noqa: BLE001 - reported through errors, the local client sees a close
+        except Exception as error:  # noqa: BLE001 - reported through errors, and to the local client as a 502
             self.errors.append(f"{type(error).__name__}: {error}")
-            local.close()
+            refuse(local, f"port-forward to Service {self.service} in {self.namespace}: {error}")
             return
         bridge(local, remote, self._closed)
 
@@ -172,6 +173,30 @@ class PortForward:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def refuse(local: socket.socket, reason: str, *, timeout: float = 5.0) -> None:
+    """Answer a local connection that reached no pod with a 502 naming ``reason``, then close it.
+
+    Every Service the workshop forwards speaks HTTP, so the client shows why ("no ready pod behind Service
+    llm...") instead of a bare "Server disconnected", which a closed keep-alive connection also causes. The
+    request's head is read first and what follows is drained before the close, so the client is not reset
+    before it reads the answer.
+    """
+    body = reason.encode()
+    answer = (b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: "
+              + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+    with contextlib.suppress(OSError):
+        local.settimeout(timeout)
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < CHUNK and (chunk := local.recv(CHUNK)):
+            head += chunk
+        local.sendall(answer)
+        local.shutdown(socket.SHUT_WR)
+        while local.recv(CHUNK):  # the request's body, until the client closes (or the timeout)
+            pass
+    with contextlib.suppress(OSError):
+        local.close()
 
 
 def bridge(local: socket.socket, remote: socket.socket, closed: threading.Event) -> None:
