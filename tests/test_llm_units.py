@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -15,6 +16,7 @@ from app.llm.generation import Generator
 from app.llm.sources import resolve_source
 from benchmarks.llm_swap import percentile
 from tests.llm_fixtures import CORRUPT, MODEL_A, MODEL_B, NO_TEMPLATE, llm_models_dir  # noqa: F401
+from workshop.exceptions import ServiceError
 from workshop.llm_client import LLMClient
 
 # Model ids --------------------------------------------------------------------------------------------
@@ -179,6 +181,21 @@ def test_break_model_refuses_an_unknown_kind(tmp_path: Path) -> None:
 def test_wait_for_state_refuses_unknown_states() -> None:
     with pytest.raises(ValueError, match="unknown state"):
         LLMClient("http://127.0.0.1:9").wait_for_state("READY", timeout=0)
+
+
+def test_wait_for_state_waits_through_a_gateway_that_reached_no_pod() -> None:
+    """A 502 (the port-forward found no ready pod: it is restarting) is "not answering yet", as a refused
+    connection is; any other refusal ends the wait."""
+    answers = [httpx.Response(502, text="port-forward to Service llm in ns: No ready pod behind Service llm")] * 2
+    answers.append(httpx.Response(200, json={"state": "RUNNING", "serving_model_id": "tiny"}))
+    client = LLMClient("http://llm")
+    client._http = httpx.Client(base_url="http://llm", transport=httpx.MockTransport(lambda _: answers.pop(0)))
+    assert client.wait_for_state("RUNNING", timeout=10, interval=0.01)["serving_model_id"] == "tiny"
+    client._http = httpx.Client(base_url="http://llm", transport=httpx.MockTransport(
+        lambda _: httpx.Response(404, json={"error": "not_found", "message": "no such route", "details": []})))
+    with pytest.raises(ServiceError) as refused:
+        client.wait_for_state("RUNNING", timeout=10, interval=0.01)
+    assert refused.value.status_code == 404
 
 
 def test_percentile_is_nearest_rank() -> None:

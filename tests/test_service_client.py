@@ -58,6 +58,16 @@ def test_a_refusal_from_either_service_is_one_error_type_with_status_and_body() 
         read_json(httpx.Response(502, text="Bad Gateway"))  # a proxy's plain-text answer keeps its text
 
 
+def test_a_refused_metrics_read_is_the_refusal_not_a_parse_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's 502 (a port-forward that reached no pod) says so, from either client's ``metrics()``."""
+    gateway = httpx.Response(502, text="port-forward to Service llm in ns: No ready pod behind Service llm")
+    monkeypatch.setattr(wine_client.WineClient, "_request", lambda *_args, **_kw: gateway)
+    monkeypatch.setattr(llm_client.LLMClient, "_request", lambda *_args, **_kw: gateway)
+    for client in (wine_client.WineClient("http://wine"), llm_client.LLMClient("http://llm")):
+        with pytest.raises(ServiceError, match="HTTP 502: port-forward to Service llm in ns: No ready pod"):
+            client.metrics()
+
+
 def test_the_llm_clients_series_are_the_samples_of_the_wine_clients_frame() -> None:
     series = metrics_by_series(METRICS)
     assert series['llm_completions_total{outcome="ok"}'] == 3.0

@@ -57,5 +57,5 @@ class WineClient:
 
     def metrics(self, prefix: str = "") -> pd.DataFrame:
         """The /metrics samples as a frame: name, labels, value (optionally only names with ``prefix``)."""
-        return metrics_frame(self._request("GET", "/metrics").text, prefix)
+        return metrics_frame(read_json(self._request("GET", "/metrics")), prefix)
 

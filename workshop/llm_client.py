@@ -22,6 +22,7 @@ from workshop.waiting import wait_for
 __all__ = ["STATES", "LLMClient", "LLMServiceError", "StateTimeoutError"]
 
 STATES = ("NOT_DEPLOYED", "LOADING", "RUNNING", "FAILED")
+BAD_GATEWAY = 502  # what the kubernetes target's port-forward answers when no pod is ready behind the Service
 LLMServiceError = ServiceError  # the LLM service refused a request: one error type for both services
 
 
@@ -112,7 +113,12 @@ class LLMClient:
         def in_wanted_state() -> dict[str, Any] | None:
             nonlocal last
             last = None  # not answering (not up yet) until it does; any other error ends the wait
-            last = self.status()
+            try:
+                last = self.status()
+            except ServiceError as error:
+                if error.status_code == BAD_GATEWAY:  # a port-forward that reached no pod (restarting): not yet
+                    return None
+                raise
             return last if last["state"] in wanted else None
 
         try:
@@ -134,4 +140,4 @@ class LLMClient:
 
     def metrics(self) -> dict[str, float]:
         """Every sample of ``/metrics`` as ``{'name{label="v",...}': value}`` (labels sorted; no ``_created``)."""
-        return metrics_by_series(self._request("GET", "/metrics").text)
+        return metrics_by_series(read_json(self._request("GET", "/metrics")))
