@@ -34,9 +34,10 @@ IMAGE = "ml-serving-workshop/llm-service:latest"
 # minutes also cover a hub id as the default on a slow laptop and network.
 STARTUP_BUDGET_S = 600
 # Measured resident peak of the worst the default settings admit: a swap float32 -> bfloat16 while a full
-# batch of the longest prompts decodes (`python -m benchmarks.llm_swap_memory`, a fresh process; 3,001 MB;
-# k8s/llm/llm-deployment.yaml explains the figures). The limit must hold it with room to spare.
-SWAP_PEAK_BYTES = 3.001e9
+# batch of the longest prompts decodes (`python -m benchmarks.llm_swap_memory`, a fresh process; 3,001 and
+# 3,137 MB in two runs, the larger here; k8s/llm/llm-deployment.yaml explains the figures). The limit must
+# hold it with room to spare.
+SWAP_PEAK_BYTES = 3.137e9
 SWAP_HEADROOM = 1.15
 # Measured resident peak of `python -m app.llm.fetch_model` converting the GGUF (1548 MiB, /usr/bin/time -v;
 # k8s/llm/llm-deployment.yaml has the figures): the init container's limit must stay above it.
